@@ -1,0 +1,11 @@
+"""adapt: a replication package of AdaPT (Adaptive Precision Training, Kummer et al., arXiv 2107.13490).
+
+One module per concept: :mod:`adapt.quant` (number formats and quantizers),
+:mod:`adapt.layers` (quantized execution), :mod:`adapt.policies` (the precision-policy
+interface, float32 and fixed precision), :mod:`adapt.heuristic` (AdaPT),
+:mod:`adapt.muppet` (MuPPET), :mod:`adapt.costmodel`, :mod:`adapt.export`,
+:mod:`adapt.models`, :mod:`adapt.data`, :mod:`adapt.train`, :mod:`adapt.configs`,
+:mod:`adapt.results`, :mod:`adapt.plots`.  Submodules are imported on use so that
+``import adapt`` stays light.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,264 @@
+"""Named experiment configurations with the official hyperparameters.
+
+Every run is described by one :class:`ExperimentConfig`.  The registry
+:data:`CONFIGS` holds the runs of the paper protocol (values from the official
+codes, ../shared/reference/method.md §1.6 and §2.3) and the small profiles:
+
+``paper``  the official protocols (CIFAR, GPU): AdaPT and its float32 baseline
+           (100 epochs, batch 512 with gradient accumulation, lr 0.1,
+           ReduceLROnPlateau on the validation loss, 10-fold CV), MuPPET and its
+           float32 baseline (150 epochs cap, batch 128, x0.1 at epochs 50 and 100,
+           80/20 train/val split).
+``quick``  the same recipes on a CIFAR subset for a few epochs (a laptop CPU).
+``smoke``  scikit-learn's digits, CPU, a few epochs; runs offline in about a minute.
+
+Names read ``"<profile>/<method>/<model>/<dataset>"``, e.g.
+``"paper/adapt/resnet20/cifar10"`` or ``"smoke/muppet/alexnet_cifar/digits"``.
+Methods: ``float32`` (AdaPT's float32 baseline), ``float32-muppet`` (MuPPET's),
+``adapt``, ``muppet``, ``fixed`` (one static 8/4 format, for ablations).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+__all__ = ["ExperimentConfig", "CONFIGS", "get_config", "config_names", "PROFILES", "METHODS"]
+
+METHODS = ("float32", "fixed", "adapt", "muppet")
+SCHEDULERS = ("plateau", "step", "none")
+PROTOCOLS = ("kfold", "holdout", "none")
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one training run.  ``policy`` holds the method's own options."""
+
+    name: str = "custom"
+    model: str = "alexnet_cifar"
+    dataset: str = "digits"
+    method: str = "float32"
+    variant: str = "reference"
+    profile: str = "custom"
+    epochs: int = 10
+    batch_size: int = 32
+    accumulation_steps: int = 1
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    l1_decay: float = 0.0
+    scheduler: str = "none"
+    plateau_patience: int = 10
+    plateau_threshold: float = 1e-6
+    plateau_factor: float = 0.1
+    step_milestones: tuple = (50, 100)
+    step_gamma: float = 0.1
+    protocol: str = "kfold"
+    n_folds: int = 10
+    fold: int = 0
+    val_fraction: float = 0.2
+    subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    init: str = "paper"
+    seed: int = 0
+    rounding: str = "stochastic"
+    augment: bool = True
+    eval_batch_size: int = 500
+    target_accuracy: Optional[float] = None
+    policy: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def need(cond, fieldname, allowed):
+            if not cond:
+                raise ValueError(f"config field {fieldname!r} must be {allowed}, got {getattr(self, fieldname)!r}")
+
+        def positive_int(fieldname):
+            v = getattr(self, fieldname)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, fieldname, "a positive integer")
+
+        need(self.method in METHODS, "method", f"one of {METHODS}")
+        need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}")
+        need(self.protocol in PROTOCOLS, "protocol", f"one of {PROTOCOLS}")
+        need(self.variant in ("reference", "corrected"), "variant", "'reference' or 'corrected'")
+        need(self.rounding in ("stochastic", "nearest"), "rounding", "'stochastic' or 'nearest'")
+        need(self.init in ("paper", "torch"), "init", "'paper' or 'torch'")
+        for f in ("epochs", "batch_size", "accumulation_steps", "eval_batch_size", "plateau_patience", "n_folds"):
+            positive_int(f)
+        need(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a positive number")
+        for f in ("momentum", "weight_decay", "l1_decay", "plateau_threshold"):
+            need(isinstance(getattr(self, f), (int, float)) and getattr(self, f) >= 0, f, "a number >= 0")
+        need(0 < self.plateau_factor < 1, "plateau_factor", "in (0, 1)")
+        need(0 < self.step_gamma <= 1, "step_gamma", "in (0, 1]")
+        need(0 < self.val_fraction < 1, "val_fraction", "in (0, 1)")
+        need(isinstance(self.fold, int) and 0 <= self.fold < self.n_folds, "fold", f"an integer in [0, {self.n_folds - 1}]")
+        for f in ("subset", "test_subset"):
+            v = getattr(self, f)
+            need(v is None or (isinstance(v, int) and v >= 1), f, "None or a positive integer")
+        need(self.target_accuracy is None or 0 < self.target_accuracy <= 1, "target_accuracy", "None or in (0, 1]")
+        need(isinstance(self.policy, dict), "policy", "a dict of the method's options")
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["step_milestones"] = list(self.step_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        d = dict(d)
+        if "step_milestones" in d:
+            d["step_milestones"] = tuple(d["step_milestones"])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# The official values.
+# AdaPT, method.md §1.6: MSGD_FP configs (quantized) and SGD float32 baselines.
+_ADAPT_PAPER = {
+    # (model, dataset): batch, accumulation, lr, weight_decay (L2), l1 (float baseline), AdaPT policy, target
+    ("alexnet_cifar", "cifar10"): dict(
+        accumulation_steps=4, lr=0.1, weight_decay=1e-8, float_l1=1e-4, float_l2=1e-8, float_target=0.75,
+        policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
+                    results_buffer=4, lookback_momentum=0.33), target=0.731),
+    # The released alexnet_msgd_fp_cifar100.ini has no LEARNING_RATE key (it would not run as
+    # released, method.md §4 item 8).  Decision: 0.1, the value of every other AdaPT config.
+    ("alexnet_cifar", "cifar100"): dict(
+        accumulation_steps=4, lr=0.1, weight_decay=1e-4, float_l1=1e-8, float_l2=1e-4, float_target=0.39,
+        policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=150,
+                    results_buffer=8, lookback_momentum=0.9), target=0.413),
+    ("resnet20", "cifar10"): dict(
+        accumulation_steps=4, lr=0.1, weight_decay=1e-4, float_l1=1e-8, float_l2=1e-4, float_target=0.90,
+        policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
+                    results_buffer=8, lookback_momentum=1.0), target=0.895),
+    ("resnet20", "cifar100"): dict(
+        accumulation_steps=2, lr=0.1, weight_decay=1e-4, float_l1=1e-8, float_l2=1e-4, float_target=0.90,
+        policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
+                    results_buffer=8, lookback_momentum=0.9), target=0.643),
+}
+
+# MuPPET, method.md §2.3: batch 128, momentum 0.9, wd 1e-4, 150-epoch cap, 80/20 split.
+_MUPPET_LR = {"alexnet_cifar": (0.01, 1e-4), "resnet20": (0.1, 1e-3)}
+_MUPPET_POLICY = dict(resolution=3, patience=2, schedule=(8, 12, 14, 16, 32), fp32_epochs_per_lr=15, gamma=0.1)
+
+# AdaPT's L1 coefficient for quantized models is always the constructor default (method.md §1.5).
+_ADAPT_L1 = 1e-4
+
+
+def _paper_configs() -> dict:
+    out = {}
+    for (model, dataset), v in _ADAPT_PAPER.items():
+        common = dict(model=model, dataset=dataset, profile="paper", epochs=100, batch_size=512,
+                      accumulation_steps=v["accumulation_steps"], lr=v["lr"], momentum=0.9,
+                      scheduler="plateau", plateau_patience=10, plateau_threshold=1e-6,
+                      protocol="kfold", n_folds=10, fold=0)
+        name = f"paper/adapt/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="adapt", weight_decay=v["weight_decay"],
+                                     l1_decay=_ADAPT_L1, target_accuracy=v["target"],
+                                     policy=dict(v["policy"], push_up_strategy="min", initial_word_length=8,
+                                                 initial_fractional_length=4), **common)
+        name = f"paper/float32/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="float32", weight_decay=v["float_l2"],
+                                     l1_decay=v["float_l1"], target_accuracy=v["float_target"], **common)
+        lr, min_lr = _MUPPET_LR[model]
+        common = dict(model=model, dataset=dataset, profile="paper", epochs=150, batch_size=128, lr=lr,
+                      momentum=0.9, weight_decay=1e-4, protocol="holdout", val_fraction=0.2)
+        name = f"paper/muppet/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="muppet", scheduler="none",
+                                     policy=dict(_MUPPET_POLICY, min_lr=min_lr), **common)
+        name = f"paper/float32-muppet/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="float32", scheduler="step", step_milestones=(50, 100),
+                                     step_gamma=0.1, **common)
+    return out
+
+
+def _smoke_configs(paper: dict) -> dict:
+    """Digits on 2 CPU cores: each run about a minute.
+
+    Learning rates are the profile's own: AdaPT normalizes every weight gradient to
+    unit norm, so its official lr 0.1 is a step of length 0.1 per tensor and far too
+    large for these small runs; ../shared/reference/environment.md measured the
+    official optimizer on digits (lr 0.1 collapses, lr 0.001 reaches 0.85 in 15 epochs).
+    """
+    out = {}
+    for model in ("alexnet_cifar", "resnet20"):
+        base = dict(model=model, dataset="digits", profile="smoke", batch_size=32, accumulation_steps=1,
+                    momentum=0.9, weight_decay=1e-4, eval_batch_size=500, target_accuracy=0.9)
+        float_lr = 0.01 if model == "alexnet_cifar" else 0.05
+        name = f"smoke/float32/{model}/digits"
+        out[name] = ExperimentConfig(name=name, method="float32", epochs=8, lr=float_lr, scheduler="plateau",
+                                     plateau_patience=3, protocol="kfold", n_folds=10, **base)
+        name = f"smoke/float32-muppet/{model}/digits"
+        out[name] = ExperimentConfig(name=name, method="float32", epochs=8, lr=float_lr, scheduler="step",
+                                     step_milestones=(5,), protocol="holdout", **base)
+        name = f"smoke/adapt/{model}/digits"
+        out[name] = ExperimentConfig(
+            name=name, method="adapt", epochs=8, lr=0.001, scheduler="plateau", plateau_patience=3,
+            protocol="kfold", n_folds=10, l1_decay=_ADAPT_L1,
+            policy=dict(min_resolution=10, max_resolution=50, min_lookback=4, max_lookback=16,
+                        results_buffer=4, lookback_momentum=0.33, push_up_strategy="min",
+                        initial_word_length=8, initial_fractional_length=4), **base)
+        # MuPPET smoke: windows of 2 epochs (a 1-epoch window has gradient diversity exactly 1, so it
+        # could never violate), one violation per switch, threshold T = 1 (threshold_scale 0: any drop
+        # of the mean diversity below its maximum since the last switch violates), and the float32
+        # stop rule shrunk from 15 to 2 epochs per lr.  The policy ends the run (about 23 epochs for
+        # AlexNet); `epochs` is only the cap.
+        name = f"smoke/muppet/{model}/digits"
+        out[name] = ExperimentConfig(
+            name=name, method="muppet", epochs=40, lr=float_lr, scheduler="none", protocol="holdout",
+            policy=dict(_MUPPET_POLICY, resolution=2, patience=1, threshold_scale=0.0, fp32_epochs_per_lr=2,
+                        min_lr=float_lr / 100),
+            **base)
+        name = f"smoke/fixed/{model}/digits"
+        out[name] = ExperimentConfig(name=name, method="fixed", epochs=8, lr=float_lr, scheduler="none",
+                                     protocol="kfold", policy=dict(word_length=8, fractional_length=4), **base)
+    return out
+
+
+def _quick_configs(paper: dict) -> dict:
+    """CIFAR, 5,000 training and 2,000 test images, 10 epochs: about an hour for the grid on a laptop CPU."""
+    out = {}
+    for name, cfg in paper.items():
+        new_name = name.replace("paper/", "quick/", 1)
+        changes = dict(name=new_name, profile="quick", epochs=10, subset=5000, test_subset=2000,
+                       batch_size=min(cfg.batch_size, 128), accumulation_steps=1, plateau_patience=3,
+                       step_milestones=(5, 8))
+        out[new_name] = cfg.replace(**changes)
+    return out
+
+
+def _build_registry() -> dict:
+    paper = _paper_configs()
+    registry = {}
+    registry.update(_smoke_configs(paper))
+    registry.update(_quick_configs(paper))
+    registry.update(paper)
+    return registry
+
+
+#: Every named configuration.
+CONFIGS: dict = _build_registry()
+
+
+def config_names(profile: Optional[str] = None) -> list:
+    return sorted(n for n in CONFIGS if profile is None or n.startswith(profile + "/"))
+
+
+def get_config(name: str, **overrides) -> ExperimentConfig:
+    """The named config, with ``overrides`` applied (each validated)."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())}")
+    cfg = CONFIGS[name]
+    return cfg.replace(**overrides) if overrides else cfg

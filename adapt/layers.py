@@ -1,0 +1,201 @@
+"""Quantized execution: run any plain ``nn.Module`` with per-layer fixed-point formats.
+
+A :class:`QuantizedModel` attaches to an ordinary model (see :mod:`adapt.models`)
+without changing its class or parameters' names:
+
+* forward hooks on every quantizable layer (conv, linear, batch norm, average
+  pooling) quantize the layer's **input** and **output** with its
+  ``input_format`` / ``output_format`` (straight-through, as both official codes
+  do by writing to ``.data``), and optionally the **gradient w.r.t. the layer
+  input** with ``input_grad_format`` (MuPPET's backward hook);
+* an optional ``input_format`` on the model itself quantizes each input batch
+  (MuPPET quantizes every image with its own scale);
+* every parameter tensor keeps an FP32 **master copy**. The optimizer updates
+  the master; after each step :meth:`QuantizedModel.quantize_weights` writes
+  ``Q(master)`` into the working parameter the forward pass uses, and before each
+  step :meth:`QuantizedModel.quantize_grads` quantizes the weight gradients
+  (method.md §1.3 "What is quantized", §2.3).
+
+Formats are plain attributes (``None`` = not quantized), so a precision policy
+(:mod:`adapt.policies`) changes them between steps.  A model trained without a
+``QuantizedModel`` is untouched float32: no hooks, no copies, no overhead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from .quant import quantize_gradient, quantize_ste
+
+__all__ = ["QUANTIZABLE_LAYERS", "QuantLayer", "QuantParam", "QuantizedModel"]
+
+#: Layer types whose inputs/outputs can be quantized: those the official codes
+#: replace with quantized twins (QConv2d_FP, QLinear_FP, QBatchNorm2d_FP,
+#: QAvgPool2d_FP; MuPPET's QuantConv2d/QuantLinear/QuantAvgPool2d/QuantAdaptiveAvgPool2d).
+QUANTIZABLE_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+@dataclass(eq=False)
+class QuantLayer:
+    """One quantizable layer and its activation formats (``None`` = leave in float32)."""
+
+    name: str
+    module: nn.Module
+    params: list = field(default_factory=list)  # names of this layer's own parameter tensors
+    input_format: object = None
+    output_format: object = None
+    input_grad_format: object = None
+
+    @property
+    def kind(self) -> str:
+        return type(self.module).__name__
+
+
+@dataclass(eq=False)
+class QuantParam:
+    """One parameter tensor: the working copy the forward pass uses and its FP32 master."""
+
+    name: str
+    param: nn.Parameter
+    master: torch.Tensor
+    layer: Optional[str]  # owning quantizable layer, None if the module is not quantizable
+    weight_format: object = None
+    grad_format: object = None
+
+    @property
+    def is_weight(self) -> bool:
+        """Tensors with more than one dimension: the ones AdaPT's heuristic adapts (method.md §1.4)."""
+        return self.param.dim() > 1
+
+
+class QuantizedModel:
+    """Attach per-layer quantization to ``model``; see the module docstring.
+
+    ``rounding`` applies to every quantization point; ``generator`` (a
+    ``torch.Generator`` on the model's device) makes stochastic rounding
+    reproducible.  Layers and parameters are kept in registration order, which is
+    ``model.named_parameters()`` order.
+    """
+
+    def __init__(self, model: nn.Module, rounding: str = "stochastic", generator: Optional[torch.Generator] = None,
+                 layer_types=QUANTIZABLE_LAYERS):
+        if rounding not in ("stochastic", "nearest"):
+            raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {rounding!r}")
+        self.model = model
+        self.rounding = rounding
+        self.generator = generator
+        self.input_format = None
+        self.layers: dict[str, QuantLayer] = {}
+        self.params: dict[str, QuantParam] = {}
+        owner = {}
+        for name, module in model.named_modules():
+            if isinstance(module, layer_types):
+                own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+                self.layers[name] = QuantLayer(name, module, own)
+                for p in own:
+                    owner[p] = name
+        for name, param in model.named_parameters():
+            master = param.detach().clone().float()
+            self.params[name] = QuantParam(name, param, master, owner.get(name))
+        self._handles = [model.register_forward_pre_hook(self._model_input_hook)]
+        for layer in self.layers.values():
+            self._handles.append(layer.module.register_forward_pre_hook(self._make_input_hook(layer)))
+            self._handles.append(layer.module.register_forward_hook(self._make_output_hook(layer)))
+
+    # -- hooks -------------------------------------------------------------------------
+    def _model_input_hook(self, module, args):
+        if self.input_format is None:
+            return None
+        x = args[0]
+        return (quantize_ste(x, self.input_format, self.rounding, self.generator),) + tuple(args[1:])
+
+    def _make_input_hook(self, layer: QuantLayer):
+        def hook(module, args):
+            if layer.input_format is None and layer.input_grad_format is None:
+                return None
+            x = args[0]
+            if layer.input_grad_format is not None and torch.is_grad_enabled() and x.requires_grad:
+                x = quantize_gradient(x, layer.input_grad_format, self.rounding, self.generator)
+            if layer.input_format is not None:
+                x = quantize_ste(x, layer.input_format, self.rounding, self.generator)
+            return (x,) + tuple(args[1:])
+        return hook
+
+    def _make_output_hook(self, layer: QuantLayer):
+        def hook(module, args, output):
+            if layer.output_format is None:
+                return None
+            return quantize_ste(output, layer.output_format, self.rounding, self.generator)
+        return hook
+
+    # -- optimizer side ----------------------------------------------------------------
+    def master_parameters(self) -> list:
+        """The FP32 master tensors, in ``named_parameters()`` order: give these to the optimizer."""
+        return [qp.master for qp in self.params.values()]
+
+    @torch.no_grad()
+    def quantize_grads(self) -> None:
+        """Quantize every weight gradient in place with its ``grad_format`` (before the optimizer step)."""
+        for qp in self.params.values():
+            g = qp.param.grad
+            if g is not None and qp.grad_format is not None:
+                qp.grad_format.quantize(g, self.rounding, self.generator, out=g)
+
+    def share_grads(self) -> None:
+        """Point each master's ``.grad`` at the working parameter's gradient (no copy)."""
+        for qp in self.params.values():
+            qp.master.grad = qp.param.grad
+
+    @torch.no_grad()
+    def quantize_weights(self) -> None:
+        """Write ``Q(master)`` into every working parameter (after each optimizer step).
+
+        A tensor without a ``weight_format`` gets the master's float32 value: that is
+        how MuPPET's switch to FP32 "copies the master weights in".
+        """
+        for qp in self.params.values():
+            data = qp.param.data
+            if qp.weight_format is None:
+                data.copy_(qp.master)
+            else:
+                qp.weight_format.quantize(qp.master, self.rounding, self.generator, out=data)
+
+    @torch.no_grad()
+    def sparsity(self) -> dict:
+        """Fraction of exact zeros in each working (quantized) parameter tensor."""
+        return {name: float((qp.param == 0).sum()) / qp.param.numel() for name, qp in self.params.items()}
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def named_weights(self) -> Iterator[tuple]:
+        for name, qp in self.params.items():
+            if qp.is_weight:
+                yield name, qp
+
+    def disable(self) -> None:
+        """Turn every quantization point off (formats to ``None``); the hooks stay but cost nothing."""
+        self.input_format = None
+        for layer in self.layers.values():
+            layer.input_format = layer.output_format = layer.input_grad_format = None
+        for qp in self.params.values():
+            qp.weight_format = qp.grad_format = None
+
+    def remove(self) -> None:
+        """Detach all hooks, leaving the model plain."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def state_dict(self) -> dict:
+        return {"masters": {name: qp.master.detach().clone() for name, qp in self.params.items()}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        masters = state["masters"]
+        missing = set(self.params) - set(masters)
+        if missing:
+            raise KeyError(f"checkpoint has no master copy for {sorted(missing)}")
+        for name, qp in self.params.items():
+            qp.master.copy_(masters[name])

@@ -1,0 +1,335 @@
+"""The one training loop: float32, fixed precision, AdaPT and MuPPET differ only in their policy.
+
+:func:`run` takes an :class:`~adapt.configs.ExperimentConfig` and returns its run
+record (:mod:`adapt.results`).  What it does, in the order of the official codes
+(method.md §1.4, §1.6, §2.3):
+
+* SGD with momentum and weight decay (on the FP32 masters when quantized), an
+  optional L1 term ``l1_decay * sum |p|`` added to the cross-entropy, gradient
+  accumulation (the loss of each micro-batch divided by ``accumulation_steps``;
+  one optimizer step per group; a trailing partial group at the end of an epoch
+  is stepped too), ReduceLROnPlateau on the validation loss (the training loss
+  when there is no validation split) or step decay, both stepped once per epoch;
+* per epoch: train loss/top-1, validation and test loss/top-1, the learning rate,
+  the policy's own fields; a checkpoint and the record, both written atomically;
+* a non-finite loss ends the run with status ``diverged`` (the record is kept);
+* ``resume=True`` continues from the last checkpoint and ends with exactly the
+  metrics of an uninterrupted run on CPU (the data order and augmentation are a
+  function of (seed, epoch); every generator state is checkpointed).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .configs import ExperimentConfig
+from .layers import QuantizedModel
+from .policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
+from .results import SCHEMA, atomic_save, atomic_write_json, environment_info, load_record
+
+__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build"]
+
+FINISHED = ("completed", "diverged")
+
+
+def pick_device(device=None) -> torch.device:
+    """``device`` if given, else ``$ADAPT_DEVICE``, else cuda, then mps, then cpu."""
+    device = device or os.environ.get("ADAPT_DEVICE")
+    if device:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_policy(config: ExperimentConfig) -> PrecisionPolicy:
+    """The precision policy of ``config.method``, built from ``config.policy``."""
+    if config.method == "float32":
+        return Float32Policy()
+    if config.method == "fixed":
+        return FixedPrecisionPolicy(**config.policy)
+    if config.method == "adapt":
+        from .heuristic import AdaptPolicy
+
+        return AdaptPolicy.from_config(config)
+    if config.method == "muppet":
+        from .muppet import MuppetPolicy
+
+        return MuppetPolicy.from_config(config)
+    raise ValueError(f"unknown method {config.method!r}")
+
+
+def prepare_data(config: ExperimentConfig, device):
+    """(train, val or None, test) ImageDatasets on ``device``, split by the config's protocol."""
+    from .data import load_dataset, make_splits
+
+    train_full, test = load_dataset(config.dataset, subset=config.subset, test_subset=config.test_subset,
+                                    seed=config.seed)
+    train, val = make_splits(train_full, config.protocol, fold=config.fold, n_splits=config.n_folds,
+                             val_fraction=config.val_fraction, seed=config.seed)
+    return (train.to(device), None if val is None else val.to(device), test.to(device), len(train_full.classes))
+
+
+def build(config: ExperimentConfig, num_classes: int, device):
+    """Model, policy, optional QuantizedModel and optimizer for ``config``, in their initial state."""
+    from .models import build_model
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes, config.init).to(device)
+    policy = make_policy(config)
+    qmodel = None
+    if policy.quantized:
+        generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        qmodel = QuantizedModel(model, rounding=config.rounding, generator=generator)
+    policy.setup(model, qmodel, config)
+    params = qmodel.master_parameters() if qmodel is not None else list(model.parameters())
+    optimizer = policy.make_optimizer(params, config)
+    return model, policy, qmodel, optimizer
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int) -> tuple:
+    """Mean cross-entropy and top-1 accuracy of ``model`` on ``dataset`` (no augmentation)."""
+    from .data import DeviceLoader
+
+    if dataset is None:
+        return None, None
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in DeviceLoader(dataset, batch_size, shuffle=False, augment=False):
+        out = model(x)
+        loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
+    model.train(was_training)
+    return loss_sum / n, correct / n
+
+
+class _StepDecay:
+    """lr = base_lr * gamma ** (number of milestones <= epoch); state is plain numbers."""
+
+    def __init__(self, optimizer, milestones, gamma):
+        self.optimizer, self.milestones, self.gamma = optimizer, tuple(milestones), gamma
+        self.base = [g["lr"] for g in optimizer.param_groups]
+
+    def set_epoch(self, epoch: int) -> None:
+        k = sum(1 for m in self.milestones if m <= epoch)
+        for g, base in zip(self.optimizer.param_groups, self.base):
+            g["lr"] = base * self.gamma ** k
+
+    def state_dict(self):
+        return {"base": self.base}
+
+    def load_state_dict(self, state):
+        self.base = list(state["base"])
+
+
+def _l1(model) -> torch.Tensor:
+    return sum(p.abs().sum() for p in model.parameters())
+
+
+def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress: bool = False, device=None,
+        epoch_limit: Optional[int] = None, force: bool = False) -> dict:
+    """Train ``config`` and return its run record.
+
+    ``out_dir`` (optional) receives ``record.json`` after every epoch and
+    ``checkpoint.pt``; a finished record there is returned as is unless ``force``;
+    with ``resume`` an interrupted run continues from its checkpoint.
+    ``epoch_limit`` stops after that many epochs *in this call* (status
+    ``interrupted``, checkpoint kept): what a killed job leaves behind.
+    An exception inside training is recorded (status ``failed`` with the error
+    message) before it propagates.
+    """
+    state = {}
+    try:
+        return _run(config, out_dir, resume, progress, device, epoch_limit, force, state)
+    except Exception as exc:
+        record = state.get("record")
+        if record is not None and state.get("record_path") is not None:
+            record["status"] = "failed"
+            record["message"] = f"{type(exc).__name__}: {exc}"
+            record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            atomic_write_json(state["record_path"], record)
+        raise
+
+
+def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -> dict:
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    out_dir = Path(out_dir) if out_dir is not None else None
+    record_path = out_dir / "record.json" if out_dir else None
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
+    if record_path is not None and record_path.exists() and resume and not force:
+        existing = load_record(record_path)
+        if existing["config"] != config.to_dict():
+            raise ValueError(f"{record_path} holds a run of a different config; use another out_dir or force=True")
+        if existing["status"] in FINISHED:
+            return existing
+
+    device = pick_device(device)
+    started = time.time()
+    train_ds, val_ds, test_ds, num_classes = prepare_data(config, device)
+    model, policy, qmodel, optimizer = build(config, num_classes, device)
+    scheduler = None
+    if not policy.controls_lr:
+        if config.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
+                threshold=config.plateau_threshold)
+        elif config.scheduler == "step":
+            scheduler = _StepDecay(optimizer, config.step_milestones, config.step_gamma)
+
+    from .data import DeviceLoader
+
+    loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
+                          seed=config.seed)
+    record = {
+        "schema": SCHEMA, "name": config.name, "status": "running", "config": config.to_dict(),
+        "environment": environment_info(device), "epochs": [], "traces": {}, "final": {}, "policy": {},
+        "wall_time_s": 0.0, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": None, "message": "",
+    }
+    state.update(record=record, record_path=record_path)
+    start_epoch, step, elapsed_before = 0, 0, 0.0
+    if ckpt_path is not None and ckpt_path.exists() and resume and not force:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt["config"] != config.to_dict():
+            raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
+        model.load_state_dict(ckpt["model"])
+        if qmodel is not None:
+            qmodel.load_state_dict(ckpt["qmodel"])
+            qmodel.generator.set_state(ckpt["qgenerator"].cpu())
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        policy.load_state_dict(ckpt["policy"])
+        torch.set_rng_state(ckpt["rng"])
+        record["epochs"] = ckpt["epochs"]
+        record["started"] = ckpt["started"]
+        start_epoch, step, elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]
+
+    accum = config.accumulation_steps
+    status, message = "completed", ""
+    epochs_this_call = 0
+    epoch_iter = range(start_epoch, config.epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epoch_iter = tqdm(epoch_iter, desc=config.name, initial=start_epoch, total=config.epochs)
+    for epoch in epoch_iter:
+        if epoch_limit is not None and epochs_this_call >= epoch_limit:
+            status, message = "interrupted", f"stopped after {epoch_limit} epoch(s) by epoch_limit"
+            break
+        t0 = time.time()
+        if isinstance(scheduler, _StepDecay):
+            scheduler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        loader.set_epoch(epoch)
+        n_batches = len(loader)
+        loss_sum, correct, seen = 0.0, 0, 0
+        diverged = False
+        for i, (x, y) in enumerate(loader):
+            if i % accum == 0:
+                model.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            if config.l1_decay:
+                loss = loss + config.l1_decay * _l1(model)
+            (loss / accum).backward()
+            loss_value = loss.detach().item()
+            if not math.isfinite(loss_value):
+                diverged = True
+                message = f"non-finite training loss {loss_value} at epoch {epoch}, batch {i}"
+                break
+            loss_sum += loss_value * len(y)
+            correct += int((out.detach().argmax(1) == y).sum())
+            seen += len(y)
+            if (i + 1) % accum == 0 or i + 1 == n_batches:
+                if qmodel is not None:
+                    qmodel.quantize_grads()
+                policy.epoch_float = epoch + (i + 1) / n_batches
+                policy.before_step(step, loss_value / accum)
+                if qmodel is not None:
+                    qmodel.share_grads()
+                optimizer.step()
+                if qmodel is not None:
+                    qmodel.quantize_weights()
+                policy.after_step(step)
+                step += 1
+        if diverged:
+            status = "diverged"
+            record["epochs"].append({"epoch": epoch, "lr": lr, "train_loss": float("nan")})
+            break
+        val_loss, val_acc = evaluate(model, val_ds, config.eval_batch_size)
+        test_loss, test_acc = evaluate(model, test_ds, config.eval_batch_size)
+        metrics = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                   "steps": step}
+        stop = policy.end_epoch(epoch, metrics, optimizer)
+        metrics.update(policy.epoch_log())
+        metrics["time_s"] = time.time() - t0
+        record["epochs"].append(metrics)
+        epochs_this_call += 1
+        if not all(math.isfinite(v) for v in (test_loss, val_loss if val_loss is not None else 0.0)):
+            status, message = "diverged", f"non-finite evaluation loss at epoch {epoch}"
+            break
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss if val_loss is not None else metrics["train_loss"])
+        if ckpt_path is not None:
+            atomic_save({
+                "config": config.to_dict(), "epoch": epoch, "step": step, "started": record["started"],
+                "elapsed": elapsed_before + time.time() - started,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "qmodel": qmodel.state_dict() if qmodel is not None else None,
+                "qgenerator": qmodel.generator.get_state() if qmodel is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "policy": policy.state_dict(), "rng": torch.get_rng_state(), "epochs": record["epochs"],
+            }, ckpt_path)
+        if record_path is not None:
+            _finish(record, policy, "running", "", elapsed_before + time.time() - started)
+            atomic_write_json(record_path, record)
+        if progress:
+            epoch_iter.set_postfix(test_acc=f"{test_acc:.3f}", lr=f"{lr:.2g}")
+        if stop:
+            message = "stopped by the precision policy"
+            break
+    _finish(record, policy, status, message, elapsed_before + time.time() - started)
+    if record_path is not None:
+        atomic_write_json(record_path, record)
+    return record
+
+
+def _finish(record: dict, policy, status: str, message: str, wall: float) -> None:
+    epochs = [e for e in record["epochs"] if e.get("test_acc") is not None]
+    final = {"epochs_run": len(record["epochs"])}
+    if epochs:
+        last = epochs[-1]
+        best_val = max(epochs, key=lambda e: (e["val_acc"] if e["val_acc"] is not None else -1.0, -e["epoch"]))
+        final.update({
+            "final_test_acc": last["test_acc"], "final_val_acc": last["val_acc"], "final_train_loss": last["train_loss"],
+            "best_test_acc": max(e["test_acc"] for e in epochs),
+            "test_acc_at_best_val": best_val["test_acc"] if best_val["val_acc"] is not None else None,
+            "steps": last["steps"],
+        })
+    record["final"] = final
+    record["traces"] = policy.traces()
+    record["policy"] = policy.summary()
+    record["status"] = status
+    record["message"] = message
+    record["wall_time_s"] = wall
+    if status != "running":
+        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
