@@ -48,6 +48,7 @@ class TensorTrace:
     The layout (JSON-ready, what ``record["traces"]["tensors"]`` holds and what the
     cost model and heatmaps read)::
 
+        interval                  optimizer steps between logged points
         names, numel, is_weight   one entry per parameter tensor (named_parameters order)
         step, epoch               one entry per logged point
         word_length, fractional_length, sparsity, <extra...>
@@ -66,6 +67,7 @@ class TensorTrace:
     def log(self, step: int, epoch: float, qmodel, extra: Optional[dict] = None) -> None:
         if not self.data:
             self.data = {
+                "interval": self.interval,
                 "names": list(qmodel.params),
                 "numel": [qp.param.numel() for qp in qmodel.params.values()],
                 "is_weight": [qp.is_weight for qp in qmodel.params.values()],
