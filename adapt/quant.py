@@ -125,11 +125,15 @@ def fixed_point(
 ) -> torch.Tensor:
     """Quantize ``x`` to signed fixed point ``(word_length, fractional_length)``.
 
-    * ``"nearest"``: round half to even, then saturate: bit-exact with QPyTorch's
-      CPU kernel (``nearbyint`` under the default rounding mode).
+    * ``"nearest"``: round half to even, then saturate: equal to QPyTorch's CPU
+      kernel (``nearbyint`` under the default rounding mode) except where QPyTorch's
+      own float32 ``a + 0.5f - 0.5`` rounds first (``a = x*2**fl`` just above a tie,
+      e.g. ``0.5 + 2**-24``, and odd codes ``2**23 <= |a| < 2**24``); there we round
+      exactly (tests/test_quant.py pins both cases).
     * ``"stochastic"``: ``floor(x * 2**fl + u) * 2**-fl`` with ``u ~ U[0, 1)`` drawn
-      from ``generator``; unbiased for values inside the range (up to float32's
-      own rounding of ``x * 2**fl + u`` when ``|x * 2**fl| >= 2**22``), then saturate.
+      from ``generator``, then saturate.  Unbiased for values inside the range up to
+      float32's rounding of the sum ``x * 2**fl + u``: a bias of about
+      ``|x * 2**fl| * 2**-24`` steps, which QPyTorch and MuPPET share.
 
     ``+inf``/``-inf`` saturate to the range ends, NaN stays NaN (so the training
     loop can see divergence).  The result has ``x``'s dtype and device; ``out``
