@@ -216,7 +216,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         policy.load_state_dict(ckpt["policy"])
-        torch.set_rng_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["rng"].cpu())
         record["epochs"] = ckpt["epochs"]
         record["started"] = ckpt["started"]
         start_epoch, step, elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]

@@ -188,7 +188,7 @@ def test_official_hyperparameters_in_registry():
     assert get_config("paper/adapt/alexnet_cifar/cifar100").policy["max_lookback"] == 150
     m = get_config("paper/muppet/resnet20/cifar10")
     assert (m.epochs, m.batch_size, m.lr, m.weight_decay, m.protocol, m.val_fraction) == (150, 128, 0.1, 1e-4, "holdout", 0.2)
-    assert m.policy["schedule"] == (8, 12, 14, 16, 32) and m.policy["min_lr"] == 1e-3
+    assert list(m.policy["schedule"]) == [8, 12, 14, 16, 32] and m.policy["min_lr"] == 1e-3
     b = get_config("paper/float32-muppet/alexnet_cifar/cifar10")
     assert (b.scheduler, b.step_milestones, b.lr) == ("step", (50, 100), 0.01)
 
