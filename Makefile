@@ -22,7 +22,12 @@ PYTEST_ARGS ?=
 STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit clean
+.PHONY: help setup test unit notebooks-test reproduce figures notebooks clean
+
+# Which grid `make reproduce` and `make figures` work on: smoke (digits, CPU, minutes),
+# quick (a CIFAR subset, about an hour on a laptop CPU) or paper (the official protocol, a GPU).
+PROFILE ?= smoke
+ANALYSIS = notebooks/00-overview.ipynb notebooks/20-results.ipynb notebooks/21-figures.ipynb
 
 help: ## list the targets
 	@echo "adapt: make targets"
@@ -39,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -e ".[test,notebooks]" $(TORCH_PINS)
 	touch $@
 
-test: unit ## run the whole test suite (runs setup first when .venv is missing or stale)
+test: unit notebooks-test ## run the unit tests, execute every notebook with papermill, check them with nbval (runs setup first)
 
 # pytest exits 5 when it collects no test: that is a failure here, never a pass.
 unit: $(STAMP) ## run the pytest suite only
@@ -49,6 +54,34 @@ unit: $(STAMP) ## run the pytest suite only
 		exit 1; \
 	fi; \
 	exit $$rc
+
+# Every notebook at its defaults (the smoke profile) with papermill into notebooks/executed/ (ignored),
+# failing on any error; then nbval re-runs the committed notebooks and compares the cells marked
+# NBVAL_CHECK_OUTPUT (deterministic tables: quantizer, cost model, heuristic rules).
+notebooks-test: $(STAMP) ## execute all notebooks (papermill) and check their committed outputs (nbval)
+	$(PY) tools/notebooks.py run --out notebooks/executed
+	$(PY) tools/notebooks.py check
+	@$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/[0-9][0-9]-*.ipynb; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: nbval collected no notebooks (exit 5); failing" >&2; exit 1; fi; \
+	exit $$rc
+
+reproduce: $(STAMP) ## train the PROFILE grid (smoke|quick|paper) through papermill, then run the analysis notebooks
+	$(PY) -m adapt.grid $(PROFILE) --results results
+	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
+ifeq ($(PROFILE),smoke)
+	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb
+endif
+
+figures: $(STAMP) ## regenerate the tables and figures of PROFILE from existing records (no training)
+ifeq ($(PROFILE),smoke)
+	$(PY) tools/notebooks.py run $(ANALYSIS)
+else
+	$(PY) tools/notebooks.py run $(ANALYSIS) --out results/$(PROFILE)/notebooks -p profile $(PROFILE)
+endif
+
+notebooks: $(STAMP) ## re-execute every notebook in place at its defaults and clean its metadata (maintainers)
+	$(PY) tools/notebooks.py run
 
 clean: ## remove caches and build leftovers (keeps .venv, data/ and results/)
 	rm -rf .pytest_cache .hypothesis build dist *.egg-info

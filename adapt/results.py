@@ -63,6 +63,7 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records and checkpoints are ordinary files
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
