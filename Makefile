@@ -76,6 +76,7 @@ endif
 figures: $(STAMP) ## regenerate the tables and figures of PROFILE from existing records (no training)
 ifeq ($(PROFILE),smoke)
 	$(PY) tools/notebooks.py run $(ANALYSIS)
+	$(PY) tools/update_readme.py
 else
 	$(PY) tools/notebooks.py run $(ANALYSIS) --out results/$(PROFILE)/notebooks -p profile $(PROFILE)
 endif
