@@ -66,8 +66,9 @@ notebooks-test: $(STAMP) ## execute all notebooks (papermill) and check their co
 	if [ $$rc -eq 5 ]; then echo "make: nbval collected no notebooks (exit 5); failing" >&2; exit 1; fi; \
 	exit $$rc
 
-reproduce: $(STAMP) ## train the PROFILE grid (smoke|quick|paper) through papermill, then run the analysis notebooks
-	$(PY) -m adapt.grid $(PROFILE) --results results
+# FORCE=1 retrains points whose finished records exist (e.g. the committed smoke records).
+reproduce: $(STAMP) ## train the PROFILE grid (smoke|quick|paper; FORCE=1 retrains) via papermill, then the analysis notebooks
+	$(PY) -m adapt.grid $(PROFILE) --results results $(if $(FORCE),--force,)
 	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
 ifeq ($(PROFILE),smoke)
 	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb
