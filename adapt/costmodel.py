@@ -317,17 +317,14 @@ def _execute(model: nn.Module, shape: tuple) -> list:
 
 
 def _kind(module) -> str:
-    if isinstance(module, nn.Conv2d):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "bn"
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return "pool"
-    if isinstance(module, (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)):
+    """:func:`adapt.models.layer_kind`, with a shortcut conv counted as a conv and every
+    elementwise activation (not only ReLU) as one."""
+    from .models import layer_kind
+
+    if isinstance(module, (nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)):
         return "relu"
-    return "other"
+    kind = layer_kind(module)
+    return "conv" if kind == "downsample" else kind
 
 
 _FREE = (nn.Identity, nn.Dropout, nn.Flatten)

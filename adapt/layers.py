@@ -23,7 +23,7 @@ Formats are plain attributes (``None`` = not quantized), so a precision policy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -169,11 +169,6 @@ class QuantizedModel:
         return {name: float((qp.param == 0).sum()) / qp.param.numel() for name, qp in self.params.items()}
 
     # -- bookkeeping -------------------------------------------------------------------
-    def named_weights(self) -> Iterator[tuple]:
-        for name, qp in self.params.items():
-            if qp.is_weight:
-                yield name, qp
-
     def disable(self) -> None:
         """Turn every quantization point off (formats to ``None``); the hooks stay but cost nothing."""
         self.input_format = None

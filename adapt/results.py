@@ -1,4 +1,4 @@
-"""Run records: versioned JSON written atomically, loaded back into tidy tables.
+"""Run records: versioned JSON written atomically and loaded back (tables: :mod:`adapt.tables`).
 
 One training run produces one record (``record.json``)::
 
@@ -27,11 +27,9 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
 
 __all__ = [
     "SCHEMA", "atomic_write_json", "atomic_save", "environment_info", "load_record", "load_records",
-    "records_frame", "epochs_frame",
 ]
 
 SCHEMA = "adapt.run/1"
@@ -121,34 +119,3 @@ def load_record(path) -> dict:
 def load_records(root, pattern: str = "**/record.json") -> list:
     """Every record under ``root`` (sorted by path)."""
     return [load_record(p) for p in sorted(Path(root).glob(pattern))]
-
-
-def records_frame(records: Iterable[dict]):
-    """One row per run: config keys, status and the final statistics."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        cfg = r["config"]
-        row = {"name": r["name"], "status": r["status"], "model": cfg["model"], "dataset": cfg["dataset"],
-               "method": cfg["method"], "variant": cfg["variant"], "profile": cfg["profile"],
-               "seed": cfg["seed"], "fold": cfg["fold"], "protocol": cfg["protocol"]}
-        row.update(r.get("final", {}))
-        row["wall_time_s"] = r.get("wall_time_s")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def epochs_frame(records: Iterable[dict]):
-    """One row per (run, epoch): the learning curves in tidy form."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        cfg = r["config"]
-        for e in r["epochs"]:
-            row = {"name": r["name"], "model": cfg["model"], "dataset": cfg["dataset"], "method": cfg["method"],
-                   "seed": cfg["seed"], "fold": cfg["fold"]}
-            row.update({k: v for k, v in e.items() if not isinstance(v, (list, dict))})
-            rows.append(row)
-    return pd.DataFrame(rows)
