@@ -15,6 +15,20 @@ Semantics (../shared/reference/method.md §1.3 and §2.3):
   ``[-2**(wl-fl-1), 2**(wl-fl-1) - 2**-fl]``.
 * Dynamic fixed point is MuPPET's ``quantize.py``: a power-of-two scale chosen
   per tensor (or per sample) from the tensor's extremes, recomputed at every call.
+
+Stochastic rounding has two implementations with the same distribution:
+
+* **CPU**: one fused, multi-threaded numba kernel (:mod:`adapt._cpu_kernels`), about 7x
+  faster than the whole-tensor ops below.  (Nearest rounding on CPU has a kernel too:
+  one pass instead of three, with the same results.)  Each call draws one 64-bit seed from
+  ``generator``; element ``i`` gets the ``i``-th SplitMix64 output of that seed, so a
+  result depends on the seed only, never on the thread count.  Dither
+  ``u = (k + 1/2) * 2**-24`` (24 random bits, centred), float64 arithmetic.
+* **other devices** (CUDA, MPS), or CPU with ``CPU_KERNEL = False``: ``torch.rand`` (24 random bits) and four in-place ops
+  in the tensor's dtype, which is what QPyTorch does.
+
+The two differ in the random numbers only, so a run on CPU and the same run on CUDA
+take different (equally distributed) rounding decisions; each is reproducible.
 """
 from __future__ import annotations
 
@@ -22,6 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -35,6 +50,11 @@ __all__ = [
 ]
 
 ROUNDING_MODES = ("stochastic", "nearest")
+
+#: Stochastic rounding of CPU tensors uses the fused kernel.  ``False`` runs the
+#: whole-tensor ops of the other devices on CPU as well (slower; tests use it to check
+#: that path without a GPU).
+CPU_KERNEL = True
 
 # Largest float32 magnitude for which adding 1.5*2**23 rounds to an integer: the
 # "magic number" trick does round-half-to-even in one add and one subtract.
@@ -62,13 +82,81 @@ def _check_tensor(x) -> None:
 
 
 def _uniform(x: torch.Tensor, dtype: torch.dtype, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """U[0, 1) noise shaped like ``x`` (one RNG pass: the cost floor of stochastic rounding)."""
-    if generator is not None and generator.device.type != x.device.type:
+    """U[0, 1) noise shaped like ``x`` for the whole-tensor (non-CPU) path."""
+    _check_generator(generator, x.device)
+    return torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
+
+
+def _check_generator(generator: Optional[torch.Generator], device: torch.device) -> None:
+    if generator is not None and generator.device.type != device.type:
         raise ValueError(
-            f"generator is on {generator.device} but the tensor is on {x.device}; "
+            f"generator is on {generator.device} but the tensor is on {device}; "
             "create the generator on the tensor's device"
         )
-    return torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
+
+
+def _seed_from(generator: Optional[torch.Generator]) -> np.uint64:
+    """One uniform 64-bit word from ``generator`` (the global CPU generator if None): a kernel call's seed."""
+    word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator)
+    return np.uint64(int(word) & 0xFFFFFFFFFFFFFFFF)
+
+
+def _cpu_kernels():
+    """The numba kernels, imported on first use (importing numba costs ~0.3 s; compiling, ~1 s once)."""
+    import numba
+
+    from . import _cpu_kernels
+
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != threads:  # follow torch.set_num_threads
+        numba.set_num_threads(threads)
+    return _cpu_kernels
+
+
+def _round_cpu(xc: torch.Tensor, rounding: str, scale, low: float, high: float, generator, out=None) -> torch.Tensor:
+    """``clamp(round(xc * scale), low, high) / scale`` on CPU through a fused kernel.
+
+    ``round`` is ``floor(. + u)`` for ``"stochastic"``, half-to-even for ``"nearest"``.
+    ``xc`` is float32 or float64; ``scale`` is a float, or (stochastic only) a 1-D
+    float64 array with one scale per slice along dim 0.  ``out`` (contiguous, ``xc``'s
+    dtype and shape; may be ``xc`` itself) receives the result.
+    """
+    kernels = _cpu_kernels()
+    if rounding == "stochastic":
+        _check_generator(generator, xc.device)
+        seed = _seed_from(generator)
+    x = xc.detach().contiguous()
+    y = out if out is not None else torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    # A zero scale (MuPPET's scale for a tensor holding inf) makes 0 * inf = NaN, as on other devices.
+    if isinstance(scale, float):
+        inv = math.inf if scale == 0.0 else 1.0 / scale
+        if rounding == "nearest":
+            kernels.nearest_round_flat(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high)
+        else:
+            kernels.stochastic_round_flat(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high,
+                                          seed)
+    else:
+        rows = x.shape[0]
+        with np.errstate(divide="ignore"):
+            inv = 1.0 / scale
+        kernels.stochastic_round_rows(x.view(rows, -1).numpy(), y.detach().view(rows, -1).numpy(), scale, inv,
+                                      low, high, seed)
+    return y
+
+
+def skip_draw(x: torch.Tensor, rounding: str, generator: Optional[torch.Generator] = None) -> None:
+    """Advance ``generator`` exactly as quantizing ``x`` with ``rounding`` would, without quantizing.
+
+    For a caller that skips a quantization it knows to be the identity (see
+    :meth:`FixedPoint.contains`): on CPU, where a stochastic rounding draws one word,
+    the random stream and hence every later rounding stay the same as without the
+    skip.  (On other devices ``torch.rand`` draws depend on the size; nothing is drawn.)
+    """
+    if rounding == "stochastic" and x.device.type == "cpu" and CPU_KERNEL:
+        _check_generator(generator, x.device)
+        _seed_from(generator)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -111,6 +199,17 @@ class FixedPoint:
     def quantize(self, x, rounding="stochastic", generator=None, out=None):
         return fixed_point(x, self.word_length, self.fractional_length, rounding, generator, out=out)
 
+    def contains(self, other) -> bool:
+        """Whether every value of ``other`` (a format) is a value of this one.
+
+        Then quantizing an ``other``-quantized tensor with this format changes
+        nothing: its values are on this grid (``other``'s step is a multiple of this
+        step) and inside this range, so nearest rounding, stochastic rounding in exact
+        arithmetic (the CPU kernel) and saturation all leave them as they are.
+        """
+        return (isinstance(other, FixedPoint) and other.fractional_length <= self.fractional_length
+                and self.min <= other.min and other.max <= self.max)
+
     def __str__(self):
         return f"FixedPoint({self.word_length}, {self.fractional_length})"
 
@@ -130,10 +229,11 @@ def fixed_point(
       own float32 ``a + 0.5f - 0.5`` rounds first (``a = x*2**fl`` just above a tie,
       e.g. ``0.5 + 2**-24``, and odd codes ``2**23 <= |a| < 2**24``); there we round
       exactly (tests/test_quant.py pins both cases).
-    * ``"stochastic"``: ``floor(x * 2**fl + u) * 2**-fl`` with ``u ~ U[0, 1)`` drawn
-      from ``generator``, then saturate.  Unbiased for values inside the range up to
-      float32's rounding of the sum ``x * 2**fl + u``: a bias of about
-      ``|x * 2**fl| * 2**-24`` steps, which QPyTorch and MuPPET share.
+    * ``"stochastic"``: ``floor(x * 2**fl + u) * 2**-fl`` with ``u`` uniform in (0, 1)
+      from ``generator`` (24 random bits), then saturate.  On CPU (fused kernel, float64)
+      this is unbiased to within ``2**-25`` of a step for ``|x * 2**fl| < 2**28``.  On
+      other devices the sum ``x * 2**fl + u`` is rounded to float32 first, a bias of
+      about ``|x * 2**fl| * 2**-24`` steps that QPyTorch and MuPPET share.
 
     ``+inf``/``-inf`` saturate to the range ends, NaN stays NaN (so the training
     loop can see divergence).  The result has ``x``'s dtype and device; ``out``
@@ -149,7 +249,12 @@ def fixed_point(
     qmin = -(2.0 ** (word_length - 1))
     qmax = 2.0 ** (word_length - 1) - 1.0
     direct = out is not None and x.dtype == dtype
-    if rounding == "nearest":
+    if xc.device.type == "cpu" and CPU_KERNEL:
+        y = _round_cpu(xc, rounding, scale, qmin, qmax, generator, out if direct and out.is_contiguous() else None)
+        if direct and y is not out:
+            out.copy_(y)
+            y = out
+    elif rounding == "nearest":
         mantissa = _MAGIC_MANTISSA_BITS[dtype]
         y = torch.clamp(xc, qmin * step, qmax * step, out=out if direct else None)
         if word_length - 1 <= mantissa - 1:
@@ -248,13 +353,18 @@ def dynamic_fixed_point(
         sf = torch.floor(torch.log2(range_best)).clamp_(max=126)
         sf = torch.where((hi == 0) & (lo == 0), torch.zeros_like(sf), sf)
         scale = torch.exp2(sf).reshape(view)
+    low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if clamp else (-math.inf, math.inf)
+    if rounding == "stochastic" and xc.device.type == "cpu" and CPU_KERNEL:
+        scales = scale.reshape(-1).double().numpy()
+        y = _round_cpu(xc, "stochastic", scales if per_sample else float(scales[0]), low, high, generator)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
     if rounding == "stochastic":
         y = _uniform(xc, dtype, generator)
         y.addcmul_(xc, scale).floor_()
     else:
         y = (xc * scale).round_()
     if clamp:
-        y.clamp_(-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+        y.clamp_(low, high)
     y.div_(scale)
     return y if y.dtype == x.dtype else y.to(x.dtype)
 

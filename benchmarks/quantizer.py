@@ -2,7 +2,8 @@
 
 Prints one table, measured in one run, for a float32 tensor on CPU (and on CUDA when available):
 median wall time of ``x.clone()`` (the memory-copy floor), ``torch.rand_like(x)`` (the RNG floor),
-``fixed_point`` nearest and stochastic, ``dynamic_fixed_point`` (stochastic) and qtorch's
+``fixed_point`` nearest and stochastic (on CPU also through the whole-tensor ops that other devices
+use, ``CPU_KERNEL = False``), ``dynamic_fixed_point`` (stochastic) and qtorch's
 ``fixed_point_quantize`` (both roundings), with the ratios the issue sets targets for:
 
 * nearest <= 2x clone (CPU and CUDA);
@@ -27,6 +28,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from adapt import quant  # noqa: E402
 from adapt.quant import dynamic_fixed_point, fixed_point  # noqa: E402
 
 WL, FL, BITS = 8, 4, 8  # AdaPT's initial format; MuPPET's first precision
@@ -85,6 +87,9 @@ def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qt
     t["nearest"] = median_ms(lambda: fixed_point(x, WL, FL, "nearest"), device, repeats, warmup)
     t["stochastic"] = median_ms(lambda: fixed_point(x, WL, FL, "stochastic", gen), device, repeats, warmup)
     t["dynamic"] = median_ms(lambda: dynamic_fixed_point(x, BITS, "stochastic", generator=gen), device, repeats, warmup)
+    if device.type == "cpu":  # the whole-tensor ops that other devices use, for the kernel's speed-up
+        with mock.patch.object(quant, "CPU_KERNEL", False):
+            t["stochastic_ops"] = median_ms(lambda: fixed_point(x, WL, FL, "stochastic", gen), device, repeats, warmup)
     qt = {}
     for rounding in ("nearest", "stochastic"):
         if qtorch_fn is None:
@@ -111,6 +116,10 @@ def rows_for(dev: str, t: dict, qt: dict) -> list[dict]:
         dict(device=dev, measurement=f"dynamic_fixed_point({BITS}) stochastic", ms=t["dynamic"],
              ratio=t["dynamic"] / floor_sr, ratio_of="x (clone+rand_like)"),
     ]
+    if "stochastic_ops" in t:
+        rows.append(dict(device=dev, measurement=f"fixed_point({WL},{FL}) stochastic, tensor ops (CPU_KERNEL=False)",
+                         ms=t["stochastic_ops"], ratio=t["stochastic_ops"] / t["stochastic"],
+                         ratio_of="x the kernel (speed-up)"))
     if dev != "cpu":  # the issue's CUDA target is nearest <= 2x clone only; show the stochastic ratio for information
         rows[3].pop("target"), rows[3].pop("ok")
     for rounding, ours in (("nearest", t["nearest"]), ("stochastic", t["stochastic"])):

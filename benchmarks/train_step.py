@@ -7,6 +7,9 @@ full training steps (forward, loss, backward, SGD step) of:
 * ``fixed 8/4`` adapt's quantized execution (:class:`adapt.layers.QuantizedModel` with
   :class:`adapt.policies.FixedPrecisionPolicy`), stochastic rounding on layer inputs,
   outputs, weights (from the FP32 master after every step) and weight gradients;
+* ``fixed-ops`` (CPU only) the same, through the whole-tensor ops instead of the fused CPU
+  kernel and without skipping re-quantization (``adapt.quant.CPU_KERNEL = False``,
+  ``skip_requantization=False``): what the CPU path cost before the kernel;
 * ``qtorch 8/4`` the same quantization points through QPyTorch's
   ``fixed_point_quantize`` (what the official AdaPT code calls): the anchor.
 
@@ -20,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
+from adapt import quant
 from adapt.layers import QuantizedModel
 from adapt.models import build_model
 from adapt.policies import FixedPrecisionPolicy
@@ -64,7 +69,7 @@ def _setup(model_name, mode, device):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         return model, None, opt
     gen = torch.Generator(device=device).manual_seed(1)
-    q = QuantizedModel(model, rounding="stochastic", generator=gen)
+    q = QuantizedModel(model, rounding="stochastic", generator=gen, skip_requantization=mode != "fixed-ops")
     policy = FixedPrecisionPolicy(8, 4)
     policy.setup(model, q, _Cfg)
     if mode == "qtorch":
@@ -90,6 +95,11 @@ def _step(model, q, opt, x, y):
 
 
 def measure(model_name, mode, device, batch, steps, warmup=3):
+    with mock.patch.object(quant, "CPU_KERNEL", mode != "fixed-ops"):
+        return _measure(model_name, mode, device, batch, steps, warmup)
+
+
+def _measure(model_name, mode, device, batch, steps, warmup):
     model, q, opt = _setup(model_name, mode, device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
@@ -125,7 +135,8 @@ def main(argv=None):
     for dev_name in devices:
         device = torch.device(dev_name)
         for model_name in args.models.split(","):
-            modes = ["float32", "fixed"] + ([] if args.skip_qtorch else ["qtorch"])
+            modes = (["float32", "fixed"] + (["fixed-ops"] if dev_name == "cpu" else [])
+                     + ([] if args.skip_qtorch else ["qtorch"]))
             base = None
             for mode in modes:
                 try:

@@ -183,3 +183,71 @@ def test_fixed_precision_policy_sets_every_point():
 def test_tensor_trace_interval_validated():
     with pytest.raises(ValueError, match="log interval"):
         TensorTrace(0)
+
+
+def _train_steps(model, q, opt, steps=2):
+    outs = []
+    for i in range(steps):
+        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(i))
+        y = torch.tensor([0, 1, 2, 3])
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        nn.functional.cross_entropy(out, y).backward()
+        q.quantize_grads()
+        q.share_grads()
+        opt.step()
+        q.quantize_weights()
+        outs.append(out.detach())
+    return outs
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_skip_requantization_is_bit_identical_and_skips_each_conv_to_bn_input(rounding, monkeypatch):
+    import adapt.layers as layers
+
+    calls = {True: 0, False: 0}
+    runs = {}
+    for skip in (True, False):
+        real = layers.quantize_ste
+
+        def counting(*args, _skip=skip, _real=real, **kwargs):
+            calls[_skip] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(layers, "quantize_ste", counting)
+        torch.manual_seed(0)
+        model = resnet20()
+        q = QuantizedModel(model, rounding=rounding, generator=torch.Generator().manual_seed(1),
+                           skip_requantization=skip)
+        policy = FixedPrecisionPolicy(8, 4)
+
+        class Cfg:
+            lr, momentum, weight_decay, nesterov = 0.05, 0.9, 1e-4, False
+
+        policy.setup(model, q, Cfg)
+        opt = policy.make_optimizer(q.master_parameters(), Cfg)
+        runs[skip] = (_train_steps(model, q, opt), [qp.master.clone() for qp in q.params.values()])
+        monkeypatch.setattr(layers, "quantize_ste", real)
+    for a, b in zip(runs[True][0] + runs[True][1], runs[False][0] + runs[False][1]):
+        assert torch.equal(a, b)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in resnet20().modules())
+    assert n_bn == 21
+    assert calls[False] - calls[True] == 2 * n_bn  # two forward passes, one skipped BN input each
+
+
+def test_skip_requantization_requantizes_a_tensor_modified_in_place():
+    class Nudge(Tiny):
+        def forward(self, x):
+            y = self.conv(x)
+            y.add_(1 / 64)  # off the 1/16 grid, after the output hook quantized it
+            return self.fc(torch.flatten(self.pool(self.relu(self.bn(y))), 1))
+
+    torch.manual_seed(0)
+    model = Nudge()
+    seen = record_io(model)
+    q = QuantizedModel(model, rounding="nearest")
+    fmt = FixedPoint(8, 4)
+    q.layers["conv"].output_format = q.layers["bn"].input_format = fmt
+    model(torch.randn(2, 3, 8, 8))
+    bn_in = seen["bn"][0]
+    assert on_grid(bn_in, fmt)  # the stamp's version no longer matches, so the BN input hook re-quantized
