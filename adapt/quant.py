@@ -19,16 +19,17 @@ Semantics (../shared/reference/method.md §1.3 and §2.3):
 Stochastic rounding has two implementations with the same distribution:
 
 * **CPU**: one fused, multi-threaded numba kernel (:mod:`adapt._cpu_kernels`), about 7x
-  faster than the whole-tensor ops below.  (Nearest rounding on CPU has a kernel too:
-  one pass instead of three, with the same results.)  Each call draws one 64-bit seed from
+  faster than the whole-tensor ops below.  Each call draws one 64-bit seed from
   ``generator``; element ``i`` gets the ``i``-th SplitMix64 output of that seed, so a
   result depends on the seed only, never on the thread count.  Dither
   ``u = (k + 1/2) * 2**-24`` (24 random bits, centred), float64 arithmetic.
-* **other devices** (CUDA, MPS), or CPU with ``CPU_KERNEL = False``: ``torch.rand`` (24 random bits) and four in-place ops
-  in the tensor's dtype, which is what QPyTorch does.
+* **other devices** (CUDA, MPS), or CPU with ``CPU_KERNEL = False``: ``torch.rand``
+  (24 random bits) and four in-place ops in the tensor's dtype, as QPyTorch does.
 
 The two differ in the random numbers only, so a run on CPU and the same run on CUDA
 take different (equally distributed) rounding decisions; each is reproducible.
+Nearest rounding has a CPU kernel too (one pass instead of three); both of its paths
+give identical results.
 """
 from __future__ import annotations
 
@@ -47,13 +48,14 @@ __all__ = [
     "dynamic_fixed_point",
     "quantize_ste",
     "quantize_gradient",
+    "skip_draw",
 ]
 
 ROUNDING_MODES = ("stochastic", "nearest")
 
-#: Stochastic rounding of CPU tensors uses the fused kernel.  ``False`` runs the
-#: whole-tensor ops of the other devices on CPU as well (slower; tests use it to check
-#: that path without a GPU).
+#: Rounding of CPU tensors uses the fused kernels.  ``False`` runs the whole-tensor
+#: ops of the other devices on CPU as well (slower; tests use it to check that path
+#: without a GPU).
 CPU_KERNEL = True
 
 # Largest float32 magnitude for which adding 1.5*2**23 rounds to an integer: the
