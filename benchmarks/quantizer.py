@@ -189,9 +189,11 @@ def main(argv=None) -> int:
         torch=torch.__version__, python=platform.python_version(), cpu_threads=torch.get_num_threads(),
         machine=platform.machine(), cuda_device=torch.cuda.get_device_name() if has_cuda else None,
         format=f"FixedPoint({WL}, {FL}); DynamicFixedPoint({BITS})",
+        cpu_kernel_threading=quant.cpu_kernel_threading(),
     )
     header = (f"adapt.quant benchmark: {args.numel:,} float32 elements, median of {args.repeats} calls "
-              f"after {args.warmup} warm-up; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+              f"after {args.warmup} warm-up; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+              f"CPU kernels on numba's {meta['cpu_kernel_threading']!r} threading layer"
               + (f", {meta['cuda_device']}" if has_cuda else ""))
     print(format_table(rows, header))
     if args.json:

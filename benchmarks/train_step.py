@@ -130,6 +130,7 @@ def main(argv=None):
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     print(f"train-step benchmark: batch {args.batch}, median of {args.steps} steps; torch {torch.__version__}, "
+          f"CPU kernels on numba's {quant.cpu_kernel_threading()!r} threading layer, "
           f"{torch.get_num_threads()} CPU threads; synthetic data")
     print(f"{'device':6s}  {'model':14s}  {'mode':10s}  {'img/s':>9s}  {'x float32 time':>14s}  target")
     for dev_name in devices:

@@ -10,6 +10,7 @@ References used here, all independent of the code under test:
 from __future__ import annotations
 
 import math
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -525,6 +526,22 @@ def test_cpu_kernel_is_independent_of_thread_count_and_draws_one_word():
     ref = torch.Generator().manual_seed(1)
     torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=ref)
     assert after == int(torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=ref))
+
+
+def test_slow_threading_layer_warns_once(monkeypatch):
+    import numba
+
+    assert quant.cpu_kernel_threading() in ("omp", "tbb", "workqueue")
+    monkeypatch.setattr(quant, "_SLOW_LAYER_WARNED", False)
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    with pytest.warns(RuntimeWarning, match="workqueue"):
+        fixed_point(torch.randn(10), 8, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed_point(torch.randn(10), 8, 4)  # once per process
 
 
 def test_generator_draws_per_call_kernel_one_word_tensor_ops_one_per_element():
