@@ -191,6 +191,11 @@ def _fmt_pair(fmt, what: str):
     return [int(fmt.word_length), int(fmt.fractional_length)]
 
 
+#: Modules exported as one graph op each, by type (checked in this order).
+_MODULE_OPS = ((nn.Conv2d, "conv2d"), (nn.Linear, "linear"), (nn.BatchNorm2d, "batchnorm2d"), (nn.ReLU, "relu"),
+               (nn.MaxPool2d, "maxpool2d"), (nn.AvgPool2d, "avgpool2d"))
+
+
 def _graph(model: nn.Module, qlayers: dict) -> list:
     import torch.fx as fx
 
@@ -212,18 +217,9 @@ def _graph(model: nn.Module, qlayers: dict) -> list:
             m = modules[node.target]
             entry["module"] = node.target
             entry["inputs"] = [a.name for a in node.args]
-            if isinstance(m, nn.Conv2d):
-                entry["op"] = "conv2d"
-            elif isinstance(m, nn.Linear):
-                entry["op"] = "linear"
-            elif isinstance(m, nn.BatchNorm2d):
-                entry["op"] = "batchnorm2d"
-            elif isinstance(m, nn.ReLU):
-                entry["op"] = "relu"
-            elif isinstance(m, nn.MaxPool2d):
-                entry["op"] = "maxpool2d"
-            elif isinstance(m, nn.AvgPool2d):
-                entry["op"] = "avgpool2d"
+            op = next((name for cls, name in _MODULE_OPS if isinstance(m, cls)), None)
+            if op is not None:
+                entry["op"] = op
             elif isinstance(m, nn.Flatten):
                 entry.update(op="flatten", start_dim=m.start_dim, end_dim=m.end_dim)
             else:

@@ -105,12 +105,12 @@ def _seed_from(generator: Optional[torch.Generator]) -> np.uint64:
     return np.uint64(int(word) & 0xFFFFFFFFFFFFFFFF)
 
 
-_SLOW_LAYER_WARNED = False
+_LAYER_CHECKED = False
 
 
 def _cpu_kernels():
     """The numba kernels, imported on first use (importing numba costs ~0.3 s; compiling, ~1 s once)."""
-    global _SLOW_LAYER_WARNED
+    global _LAYER_CHECKED
     import numba
 
     from . import _cpu_kernels
@@ -118,15 +118,16 @@ def _cpu_kernels():
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != threads:  # follow torch.set_num_threads
         numba.set_num_threads(threads)
-    if not _SLOW_LAYER_WARNED and threads > 1 and numba.threading_layer() == "workqueue":
-        _SLOW_LAYER_WARNED = True
-        warnings.warn(
-            "adapt's CPU rounding kernels run on numba's slower 'workqueue' threading layer (numba found no "
-            "OpenMP runtime or TBB, or NUMBA_THREADING_LAYER asks for it): a quantized ResNet-20 step measured "
-            "1.49x float32 instead of about 1.15x. Install the system's OpenMP runtime (e.g. `apt install "
-            "libgomp1`) for the fast path.",
-            RuntimeWarning, stacklevel=3,
-        )
+    if not _LAYER_CHECKED:  # once per process
+        _LAYER_CHECKED = True
+        if numba.config.NUMBA_NUM_THREADS > 1 and numba.threading_layer() == "workqueue":
+            warnings.warn(
+                "adapt's CPU rounding kernels run on numba's slower 'workqueue' threading layer (numba found no "
+                "OpenMP runtime or TBB, or NUMBA_THREADING_LAYER asks for it): a quantized ResNet-20 step "
+                "measured 1.49x float32 instead of about 1.15x. Install the system's OpenMP runtime (e.g. "
+                "`apt install libgomp1`) for the fast path.",
+                RuntimeWarning, stacklevel=3,
+            )
     return _cpu_kernels
 
 

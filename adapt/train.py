@@ -34,7 +34,7 @@ from .layers import QuantizedModel
 from .policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
 from .results import SCHEMA, atomic_save, atomic_write_json, environment_info, load_record
 
-__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build"]
+__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty"]
 
 FINISHED = ("completed", "diverged")
 
@@ -137,8 +137,27 @@ class _StepDecay:
         self.base = list(state["base"])
 
 
-def _l1(model) -> torch.Tensor:
+def l1_penalty(model) -> torch.Tensor:
+    """Sum of absolute parameter values: the loop's L1 term is ``config.l1_decay`` times this."""
     return sum(p.abs().sum() for p in model.parameters())
+
+
+def optimizer_step(policy: PrecisionPolicy, optimizer, qmodel, step: int, loss_value: float) -> None:
+    """One optimizer step in the loop's order (method.md §1.3, §1.4, §2.3).
+
+    Quantize the weight gradients, let the policy act on them (``before_step``), hand
+    them to the FP32 masters, step the masters, write the re-quantized weights into
+    the working parameters, then ``after_step``.  ``qmodel`` is None for float32.
+    """
+    if qmodel is not None:
+        qmodel.quantize_grads()
+    policy.before_step(step, loss_value)
+    if qmodel is not None:
+        qmodel.share_grads()
+    optimizer.step()
+    if qmodel is not None:
+        qmodel.quantize_weights()
+    policy.after_step(step)
 
 
 def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress: bool = False, device=None,
@@ -248,7 +267,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
             out = model(x)
             loss = F.cross_entropy(out, y)
             if config.l1_decay:
-                loss = loss + config.l1_decay * _l1(model)
+                loss = loss + config.l1_decay * l1_penalty(model)
             (loss / accum).backward()
             loss_value = loss.detach().item()
             if not math.isfinite(loss_value):
@@ -259,16 +278,8 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
             correct += int((out.detach().argmax(1) == y).sum())
             seen += len(y)
             if (i + 1) % accum == 0 or i + 1 == n_batches:
-                if qmodel is not None:
-                    qmodel.quantize_grads()
                 policy.epoch_float = epoch + (i + 1) / n_batches
-                policy.before_step(step, loss_value / accum)
-                if qmodel is not None:
-                    qmodel.share_grads()
-                optimizer.step()
-                if qmodel is not None:
-                    qmodel.quantize_weights()
-                policy.after_step(step)
+                optimizer_step(policy, optimizer, qmodel, step, loss_value / accum)
                 step += 1
         if diverged:
             status = "diverged"

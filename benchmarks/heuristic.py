@@ -3,9 +3,9 @@
     python benchmarks/heuristic.py                  # ResNet-20, synthetic CIFAR, CPU, batch 128
     python benchmarks/heuristic.py --steps 100 --batch-size 512 --device cuda
 
-What is timed: whole optimizer steps of the training loop's step (``adapt.train``'s call
-order: forward, cross-entropy + L1, backward, ``quantize_grads``, ``policy.before_step``,
-SGD on the masters, ``quantize_weights``, ``policy.after_step``), on random
+What is timed: whole optimizer steps of the training loop's step (forward, cross-entropy +
+L1, backward, then :func:`adapt.train.optimizer_step`: ``quantize_grads``,
+``policy.before_step``, SGD on the masters, ``quantize_weights``, ``policy.after_step``), on random
 CIFAR-shaped batches (``adapt.data.synthetic``: the accuracy is meaningless, only time
 counts), after ``--warmup`` untimed steps.  Three runs:
 
@@ -27,7 +27,8 @@ lookbacks (>= 50: the first switches come after ~25 steps) so that PushDown/Push
 counted at their real frequency.
 
 On CUDA the timers inside ``before_step`` start after the loop's ``loss.item()`` (which
-waits for the backward pass), so they do not absorb queued GPU work; the policy's own
+waits for the backward pass), so they absorb at most the small gradient quantization queued
+after it, not the backward pass; the policy's own
 syncs (one for nonzero counts and gradient norms, one for the gradient diversities, one
 copy of the tested slice per switch) are counted.  "AdaPT - fixed 8/4" is the heuristic's
 marginal cost over the same quantized execution, by wall clock.
@@ -51,11 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapt.configs import get_config  # noqa: E402
 from adapt.data import DeviceLoader, synthetic  # noqa: E402
-from adapt.train import build  # noqa: E402
-
-
-def _l1(model):
-    return sum(p.abs().sum() for p in model.parameters())
+from adapt.train import build, l1_penalty, optimizer_step  # noqa: E402
 
 
 def time_steps(config, data, steps: int, warmup: int, device) -> tuple:
@@ -76,19 +73,11 @@ def time_steps(config, data, steps: int, warmup: int, device) -> tuple:
             out = model(x)
             loss = F.cross_entropy(out, y)
             if config.l1_decay:
-                loss = loss + config.l1_decay * _l1(model)
+                loss = loss + config.l1_decay * l1_penalty(model)
             loss.backward()
-            if qmodel is not None:
-                qmodel.quantize_grads()
-            policy.epoch_float = epoch + 0.5
             loss_value = loss.detach().item()  # the loop's own sync: backward has finished here
-            policy.before_step(step, loss_value)
-            if qmodel is not None:
-                qmodel.share_grads()
-            optimizer.step()
-            if qmodel is not None:
-                qmodel.quantize_weights()
-            policy.after_step(step)
+            policy.epoch_float = epoch + 0.5
+            optimizer_step(policy, optimizer, qmodel, step, loss_value)
             sync()
             if step >= warmup:
                 times.append(time.perf_counter() - t0)

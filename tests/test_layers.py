@@ -9,6 +9,7 @@ from adapt.layers import QuantizedModel
 from adapt.models import alexnet_cifar, resnet20
 from adapt.policies import FixedPrecisionPolicy, Float32Policy, TensorTrace
 from adapt.quant import DynamicFixedPoint, FixedPoint, fixed_point
+from adapt.train import optimizer_step
 
 
 def on_grid(x, fmt):
@@ -185,18 +186,16 @@ def test_tensor_trace_interval_validated():
         TensorTrace(0)
 
 
-def _train_steps(model, q, opt, steps=2):
+def _train_steps(model, q, policy, opt, steps=2):
     outs = []
     for i in range(steps):
         x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(i))
         y = torch.tensor([0, 1, 2, 3])
         model.zero_grad(set_to_none=True)
         out = model(x)
-        nn.functional.cross_entropy(out, y).backward()
-        q.quantize_grads()
-        q.share_grads()
-        opt.step()
-        q.quantize_weights()
+        loss = nn.functional.cross_entropy(out, y)
+        loss.backward()
+        optimizer_step(policy, opt, q, i, loss.item())
         outs.append(out.detach())
     return outs
 
@@ -226,7 +225,7 @@ def test_skip_requantization_is_bit_identical_and_skips_each_conv_to_bn_input(ro
 
         policy.setup(model, q, Cfg)
         opt = policy.make_optimizer(q.master_parameters(), Cfg)
-        runs[skip] = (_train_steps(model, q, opt), [qp.master.clone() for qp in q.params.values()])
+        runs[skip] = (_train_steps(model, q, policy, opt), [qp.master.clone() for qp in q.params.values()])
         monkeypatch.setattr(layers, "quantize_ste", real)
     for a, b in zip(runs[True][0] + runs[True][1], runs[False][0] + runs[False][1]):
         assert torch.equal(a, b)
