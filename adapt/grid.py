@@ -69,21 +69,25 @@ fallback where no Jupyter kernel is available).
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
+import hashlib
 import json
 import os
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from . import paths
 from .configs import CONFIGS, PROFILES, ExperimentConfig, get_config
 
 __all__ = [
     "MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
-    "GridPoint", "grid", "run_point", "run_grid", "train_point", "failure_record", "main",
+    "GridPoint", "grid", "run_point", "run_grid", "train_point", "failure_record", "failure_message", "main",
+    "select", "overrides_tag", "record_point", "is_grid_record", "split_records", "POINT_FIELDS",
 ]
 
 #: The models of every profile.
@@ -127,13 +131,68 @@ def _jsonable(obj):
     return json.loads(json.dumps(_sanitize(obj), default=_json_default))
 
 
+#: Fields of a config that a :class:`GridPoint` sets itself (never an override).
+POINT_FIELDS = ("variant", "seed", "fold")
+
+
+def overrides_tag(overrides) -> str:
+    """``""`` for no overrides, else ``"x"`` + 8 hex digits of a hash of the overrides.
+
+    The hash is SHA-256 of the overrides as canonical JSON (sorted keys, the values as
+    they read back from a record), so it is the same on every machine and Python version.
+    """
+    items = dict(overrides)
+    if not items:
+        return ""
+    text = json.dumps(_jsonable(items), sort_keys=True, separators=(",", ":"))
+    return "x" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _normalize_overrides(config_name: str, overrides) -> tuple:
+    """Sorted ``(field, value)`` pairs, without those equal to the registry's value."""
+    pairs = overrides.items() if isinstance(overrides, dict) else (tuple(p) for p in overrides)
+    base = CONFIGS[config_name].to_dict()
+    out = []
+    for key, value in pairs:
+        if key in POINT_FIELDS:
+            raise ValueError(f"override {key!r}={value!r}: {key} is a grid point field, not an override; "
+                             f"pass {key}={value!r} to GridPoint / train_point (adapt run --{key})")
+        if key == "name" or key == "profile":
+            raise ValueError(f"override {key!r}={value!r}: the config's {key} comes from its registry entry "
+                             f"{config_name!r} and cannot be overridden")
+        if key in base and _jsonable(value) == base[key]:
+            continue  # the registry's own value: the point stays the grid's
+        out.append((key, _freeze(value)))
+    return tuple(sorted(out))
+
+
+def _freeze(value):
+    """Lists and dicts as tuples, so a GridPoint stays hashable (thawed again by :meth:`GridPoint.config`)."""
+    if isinstance(value, dict):
+        return ("__dict__",) + tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    if isinstance(value, tuple) and value[:1] == ("__dict__",):
+        return {k: _thaw(v) for k, v in value[1:]}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class GridPoint:
-    """One run of the grid: a named config, the heuristic variant, a seed and a fold.
+    """One run: a named config, the heuristic variant, a seed, a fold, and optional overrides.
 
-    ``overrides`` holds extra config fields as sorted ``(field, value)`` pairs (tests
-    and budget experiments: e.g. ``(("epochs", 1), ("subset", 200))``); they are not
-    part of :attr:`run_id`.
+    ``overrides`` holds other config fields (a dict, or ``(field, value)`` pairs), e.g.
+    ``{"epochs": 15, "lr": 0.001}``.  Overrides equal to the registry's value are dropped.
+    A point with overrides is a *custom run*: its :attr:`run_id` carries a short stable
+    hash of them (:func:`overrides_tag`), so it gets a folder of its own and never
+    replaces the grid point's record, and :func:`is_grid_record` keeps it out of a
+    profile's tables.
     """
 
     config_name: str
@@ -144,11 +203,10 @@ class GridPoint:
 
     def __post_init__(self):
         if self.config_name not in CONFIGS:
-            raise ValueError(f"unknown config {self.config_name!r}")
-        if isinstance(self.overrides, dict):
-            object.__setattr__(self, "overrides", tuple(sorted(self.overrides.items())))
-        else:
-            object.__setattr__(self, "overrides", tuple(sorted(tuple(p) for p in self.overrides)))
+            close = difflib.get_close_matches(str(self.config_name), CONFIGS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `python -m adapt.grid PROFILE --list` lists them"
+            raise ValueError(f"unknown config {self.config_name!r}{hint}")
+        object.__setattr__(self, "overrides", _normalize_overrides(self.config_name, self.overrides or ()))
 
     @property
     def profile(self) -> str:
@@ -168,26 +226,86 @@ class GridPoint:
         return self.config_name.split("/")[3]
 
     @property
+    def override_dict(self) -> dict:
+        """The overrides as a plain dict (JSON values)."""
+        return {k: _thaw(v) for k, v in self.overrides}
+
+    @property
+    def is_custom(self) -> bool:
+        """True when the point has overrides (its config is not the registry's)."""
+        return bool(self.overrides)
+
+    @property
     def run_id(self) -> str:
-        """A stable folder name, e.g. ``adapt-resnet20-digits-reference-s0-f0``."""
-        return f"{self.method}-{self.model}-{self.dataset}-{self.variant}-s{self.seed}-f{self.fold}"
+        """A stable folder name: ``adapt-resnet20-digits-reference-s0-f0``, plus ``-x<hash>`` with overrides."""
+        base = f"{self.method}-{self.model}-{self.dataset}-{self.variant}-s{self.seed}-f{self.fold}"
+        tag = overrides_tag(self.override_dict)
+        return f"{base}-{tag}" if tag else base
 
     def config(self) -> ExperimentConfig:
         """The named config with this point's variant, seed, fold and overrides."""
         return get_config(self.config_name, variant=self.variant, seed=self.seed, fold=self.fold,
-                          **dict(self.overrides))
+                          **self.override_dict)
 
-    def out_dir(self, results_root="results") -> Path:
-        """``<results_root>/<profile>/<run_id>/``."""
-        return Path(results_root) / self.profile / self.run_id
+    def out_dir(self, results_root=None) -> Path:
+        """``<results_root>/<profile>/<run_id>/`` (the root resolved by :func:`adapt.paths.results_root`)."""
+        return paths.results_root(results_root) / self.profile / self.run_id
 
-    def params(self, results_root="results", force: bool = False) -> dict:
+    def params(self, results_root=None, force: bool = False) -> dict:
         """The notebook parameters of this point."""
         p = {"config_name": self.config_name, "variant": self.variant, "seed": self.seed, "fold": self.fold,
-             "results_root": str(results_root), "force": bool(force)}
+             "results_root": str(results_root) if results_root is not None else None, "force": bool(force)}
         if self.overrides:
-            p["overrides"] = dict(self.overrides)
+            p["overrides"] = self.override_dict
         return p
+
+
+def record_point(record: dict) -> Optional[GridPoint]:
+    """The point a run record belongs to, its overrides read off the record's config.
+
+    Works for records written before run ids carried overrides: the overrides are the
+    config fields that differ from the registry entry of the record's name.  ``None``
+    when the record's config name is not in the registry (a hand-made config) or the
+    record has no seed/fold (a failure record of a config that could not be built).
+    """
+    cfg = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(cfg, dict) or cfg.get("name") not in CONFIGS:
+        return None
+    if not all(isinstance(cfg.get(k), int) for k in ("seed", "fold")) or cfg.get("variant") is None:
+        return None
+    base = CONFIGS[cfg["name"]].to_dict()
+    overrides = {k: v for k, v in cfg.items()
+                 if k not in POINT_FIELDS and k not in ("name", "profile") and base.get(k, object()) != v}
+    try:
+        return GridPoint(cfg["name"], cfg["variant"], cfg["seed"], cfg["fold"], overrides)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_ids(profile: str) -> frozenset:
+    return frozenset(p.run_id for p in grid(profile))
+
+
+def is_grid_record(record: dict, profile: Optional[str] = None) -> bool:
+    """True when ``record`` is a run of a point of a profile's grid (``profile``, or its own).
+
+    False for a custom run (overrides), an off-grid seed or fold, a config outside the
+    registry: the tables keep those apart (:func:`split_records`).
+    """
+    point = record_point(record)
+    if point is None or point.is_custom:
+        return False
+    prof = profile or point.profile
+    return prof in PROFILES and point.profile == prof and point.run_id in _grid_ids(prof)
+
+
+def split_records(records, profile: Optional[str] = None) -> tuple:
+    """``(grid_records, other_records)``: what a profile's tables report, and the custom runs beside them."""
+    grid_records, others = [], []
+    for r in records:
+        (grid_records if is_grid_record(r, profile) else others).append(r)
+    return grid_records, others
 
 
 def grid(profile: str) -> list:
@@ -240,15 +358,10 @@ def failure_record(config: Union[ExperimentConfig, dict, str], message: str) -> 
 
 
 def _read_record(path: Path) -> Optional[dict]:
-    from .results import load_record
+    """The record at ``path``, or ``None``; a bad file is set aside as ``record.json.corrupt``."""
+    from .results import read_record
 
-    if not path.exists():
-        return None
-    try:
-        return load_record(path)
-    except (ValueError, OSError) as exc:  # unreadable: treat as absent (a run will overwrite it)
-        print(f"warning: {path}: unreadable record ({exc}); it will be recomputed", file=sys.stderr)
-        return None
+    return read_record(path)
 
 
 def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
@@ -265,6 +378,7 @@ def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
         except Exception:  # the config itself is invalid
             cfg = point.config_name
         record = failure_record(cfg, message)
+        record.update(run_id=point.run_id, overrides=point.override_dict)
     else:
         record["status"] = "failed"
         record["message"] = message
@@ -273,44 +387,77 @@ def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
     return record
 
 
-def _short(exc: BaseException) -> str:
+#: The longest failure message kept in a record (the whole message of a data set error fits).
+MESSAGE_LIMIT = 4000
+
+
+def failure_message(exc: BaseException) -> str:
+    """The whole message of ``exc`` (all its lines: what was found and what to do), for the record.
+
+    A papermill error carries the notebook cell's traceback; its exception name and
+    value are what the training code raised.
+    """
     text = f"{type(exc).__name__}: {exc}".strip()
-    # papermill's message carries the whole cell traceback: keep its last meaningful line
     if type(exc).__name__ == "PapermillExecutionError":
         ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
         if ename:
             text = f"{ename}: {evalue} (in the notebook, cell {getattr(exc, 'exec_count', '?')})"
-    return text.splitlines()[0][:500] if text else type(exc).__name__
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + " [...]"
+    return text or type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- running
 def train_point(config_name: str, variant: str = "reference", seed: int = 0, fold: int = 0,
-                results_root="results", force: bool = False, overrides: Optional[dict] = None,
-                progress: bool = False, device=None, **train_kwargs) -> dict:
-    """Train one grid point into ``<results_root>/<profile>/<run_id>/`` and return its record.
+                results_root=None, force: bool = False, overrides: Optional[dict] = None,
+                progress: bool = True, device=None, **train_kwargs) -> dict:
+    """Train one point into ``<results_root>/<profile>/<run_id>/`` and return its record.
 
-    What the training notebook calls with its papermill parameters (and the inline
-    executor).  Resumes an unfinished run from its checkpoint; returns a finished
-    one without recomputing unless ``force``.
+    What ``adapt run`` and the training notebook call (and the inline executor)::
+
+        from adapt.grid import train_point
+        record = train_point("smoke/adapt/alexnet_cifar/digits", seed=3, overrides={"lr": 0.001, "epochs": 15})
+
+    ``overrides`` (config fields) make a custom run with a run id of its own
+    (:attr:`GridPoint.run_id`), so it never replaces the grid point's record.
+    ``results_root``: see :func:`adapt.paths.results_root` (default ``$ADAPT_RESULTS`` or
+    the repository's ``results/``).  ``progress`` prints a line per epoch.
+
+    Resumes an unfinished run from its checkpoint; returns a finished one without
+    recomputing unless ``force``.  The point is claimed for the call
+    (:mod:`adapt.claims`): :class:`adapt.claims.PointClaimed` when another process is
+    training it.
     """
-    from . import train
+    from . import claims, train
+    from .results import set_aside
 
-    point = GridPoint(config_name, variant, int(seed), int(fold), tuple(sorted((overrides or {}).items())))
+    point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
     out_dir = point.out_dir(results_root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    existing = _read_record(out_dir / "record.json")
-    if existing is not None and not force:
-        if _jsonable(existing.get("config")) != _jsonable(config.to_dict()):
-            raise ValueError(f"{out_dir / 'record.json'} holds a run of another config; use force=True to replace it")
-        if existing.get("status") in FINISHED:
-            return existing
-        if not (out_dir / "checkpoint.pt").exists():
-            # nothing to resume (a minimal failure record, or a run killed before its first
-            # epoch ended): start afresh rather than let the old record block the run
-            force = True
-    return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
-                     **train_kwargs)
+    run_info = {"run_id": point.run_id, "overrides": point.override_dict}
+    with claims.claim(out_dir):
+        existing = _read_record(out_dir / "record.json")
+        if existing is not None and not force:
+            if _jsonable(existing.get("config")) != _jsonable(config.to_dict()):
+                raise ValueError(f"{out_dir / 'record.json'} holds a run of another config; "
+                                 f"use force=True (adapt run --force) to replace it")
+            if existing.get("status") in FINISHED:
+                if progress:
+                    print(f"[{point.run_id}] already {existing['status']} in {out_dir} (force=True retrains it)",
+                          flush=True)
+                return existing
+            if not (out_dir / "checkpoint.pt").exists():
+                # Nothing to resume (a failure record, a run killed before its first epoch ended, or
+                # a checkpoint set aside as corrupt): start afresh, keeping any history aside.
+                if existing.get("epochs"):
+                    kept = set_aside(out_dir / "record.json", ".previous")
+                    if progress:
+                        print(f"[{point.run_id}] no checkpoint to resume from: restarting from scratch "
+                              f"(the old record is kept as {kept.name})", flush=True)
+                force = True
+        return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
+                         run_info=run_info, **train_kwargs)
 
 
 def _resolve_notebook(notebook) -> Path:
@@ -320,95 +467,178 @@ def _resolve_notebook(notebook) -> Path:
     return nb.resolve()
 
 
-def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool) -> None:
+def _notebook_results_root(results_root: Path) -> str:
+    """``results_root`` as the training notebook takes it: relative to the repository when inside it."""
+    try:
+        return Path(results_root).resolve().relative_to(_REPO).as_posix()
+    except ValueError:
+        return str(Path(results_root).resolve())
+
+
+def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, progress: bool) -> None:
     import papermill
+
+    from . import claims
 
     nb = _resolve_notebook(notebook)
     if not nb.exists():
         raise FileNotFoundError(f"training notebook {notebook!r} not found")
     out_dir = point.out_dir(results_root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Paths relative to where they are used (the notebook's folder for the kernel, this
-    # process's cwd for papermill), so the executed copy holds no machine-specific path.
-    rel_root = os.path.relpath(Path(results_root).resolve(), nb.parent)
-    papermill.execute_notebook(
-        os.path.relpath(nb), os.path.relpath(out_dir / nb.name), parameters=point.params(rel_root, force),
-        kernel_name="python3", cwd=os.path.relpath(nb.parent), log_output=False, progress_bar=False)
+    # The kernel is a child process: it inherits the claim this process holds on out_dir.
+    previous = os.environ.get(claims.HELD_ENV)
+    os.environ[claims.HELD_ENV] = str(out_dir.resolve())
+    try:
+        # The kernel's printed lines (one per epoch) are forwarded as they arrive; the results root
+        # is relative to the repository, so the executed copy holds no machine-specific path.
+        papermill.execute_notebook(
+            str(nb), str(out_dir / nb.name), parameters=point.params(_notebook_results_root(results_root), force),
+            kernel_name="python3", cwd=str(nb.parent), log_output=False, progress_bar=False,
+            stdout_file=sys.stdout if progress else None, stderr_file=sys.stderr if progress else None)
+    finally:
+        if previous is None:
+            os.environ.pop(claims.HELD_ENV, None)
+        else:
+            os.environ[claims.HELD_ENV] = previous
 
 
-def run_point(point: GridPoint, results_root="results", executor: str = "papermill",
-              notebook=DEFAULT_NOTEBOOK, force: bool = False, progress: bool = False) -> dict:
-    """Run one point unless it is done; never raises for a failure of the run itself.
+def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
+              notebook=DEFAULT_NOTEBOOK, force: bool = False, progress: bool = False, label: str = "") -> dict:
+    """Run one point unless it is done or claimed; never raises for a failure of the run itself.
 
     Returns ``{"run_id", "config_name", "variant", "seed", "fold", "status", "action",
     "wall_s", "message", "out_dir"}`` where ``status`` is the record's status after the
-    call (``completed``, ``diverged``, ``interrupted``, ``failed``) or ``stale`` (a record
-    of another config is in the way), and ``action`` is ``skipped``, ``ran`` or ``failed``.
+    call (``completed``, ``diverged``, ``interrupted``, ``failed``), ``stale`` (a record
+    of another config is in the way) or ``claimed`` (another process is training it),
+    and ``action`` is ``skipped``, ``ran`` or ``failed``.  With ``progress``, a line is
+    printed when the point starts and one per epoch while it trains.
     """
+    from . import claims
+
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    results_root = Path(results_root)
+    results_root = paths.results_root(results_root)
     out_dir = point.out_dir(results_root)
     summary = {"run_id": point.run_id, "config_name": point.config_name, "variant": point.variant,
                "seed": point.seed, "fold": point.fold, "status": None, "action": None, "wall_s": 0.0,
                "message": "", "out_dir": str(out_dir)}
     t0 = time.time()
-    existing = _read_record(out_dir / "record.json")
-    if existing is not None and not force:
+
+    def done_already() -> bool:
+        existing = _read_record(out_dir / "record.json")
+        if existing is None or force:
+            return False
         try:
             wanted = _jsonable(point.config().to_dict())
         except Exception as exc:  # an invalid override: the point fails, the record stays as it is
-            summary.update(status="failed", action="failed", message=_short(exc))
-            return summary
+            summary.update(status="failed", action="failed", message=failure_message(exc))
+            return True
         if _jsonable(existing.get("config")) != wanted:
             summary.update(status="stale", action="skipped",
-                           message="record.json holds a run of another config; rerun with force to replace it")
-            return summary
+                           message="record.json holds a run of another config; rerun with --force to replace it")
+            return True
         if existing.get("status") in FINISHED:
             summary.update(status=existing["status"], action="skipped", message=existing.get("message", ""))
-            return summary
+            return True
+        return False
+
+    if done_already():
+        return summary
     try:
-        if executor == "inline":
-            train_point(point.config_name, point.variant, point.seed, point.fold, results_root, force,
-                        dict(point.overrides), progress=progress)
-        else:
-            _run_papermill(point, results_root, notebook, force)
-        record = _read_record(out_dir / "record.json")
-        if record is None:
-            raise RuntimeError(f"the run finished without writing {out_dir / 'record.json'}")
-        summary.update(status=record["status"], action="ran", message=record.get("message", ""))
-    except Exception as exc:
-        message = _short(exc)
-        if progress:
-            traceback.print_exc()
-        record = _mark_failed(point, out_dir, message)
-        summary.update(status="failed", action="failed", message=record.get("message") or message)
+        with claims.claim(out_dir):
+            if done_already():  # finished by another process between the check and the claim
+                return summary
+            if progress:
+                print(f"{label}{' ' if label else ''}{point.run_id}: starting ({point.config_name}, "
+                      f"{executor})", flush=True)
+            try:
+                if executor == "inline":
+                    train_point(point.config_name, point.variant, point.seed, point.fold, results_root, force,
+                                point.override_dict, progress=progress)
+                else:
+                    _run_papermill(point, results_root, notebook, force, progress)
+                record = _read_record(out_dir / "record.json")
+                if record is None:
+                    raise RuntimeError(f"the run finished without writing {out_dir / 'record.json'}")
+                summary.update(status=record["status"], action="ran", message=record.get("message", ""))
+            except Exception as exc:
+                message = failure_message(exc)
+                record = _mark_failed(point, out_dir, message)
+                summary.update(status="failed", action="failed", message=record.get("message") or message)
+    except claims.PointClaimed as exc:
+        summary.update(status="claimed", action="skipped", message=str(exc))
     summary["wall_s"] = time.time() - t0
     return summary
 
 
-def run_grid(profile: Optional[str] = "smoke", results_root="results", executor: str = "papermill",
+def select(points: Sequence[GridPoint], only: Union[str, Sequence[str], None] = None,
+           match: Union[str, Sequence[str], None] = None) -> list:
+    """The points whose run id is one of ``only`` (exact) or matches one of the ``match`` patterns.
+
+    Patterns are shell-style (:mod:`fnmatch`: ``*``, ``?``, ``[...]``) against the run id
+    or the config name, e.g. ``"adapt-resnet20-cifar10-*"`` or ``"*/muppet/*"``.  A selector
+    that matches nothing raises ``ValueError`` listing the closest run ids.
+    """
+    import fnmatch
+
+    pts = list(points)
+    if not only and not match:
+        return pts
+    ids = [p.run_id for p in pts]
+    chosen = set()
+    for run_id in ([only] if isinstance(only, str) else list(only or [])):
+        if run_id not in ids:
+            raise ValueError(f"--only {run_id!r} is not a run id of this grid ({_close_ids(run_id, ids)}); "
+                             f"--only takes a whole run id, --match a pattern, e.g. --match '{run_id}-*'")
+        chosen.add(run_id)
+    for pattern in ([match] if isinstance(match, str) else list(match or [])):
+        hits = {p.run_id for p in pts if fnmatch.fnmatchcase(p.run_id, pattern)
+                or fnmatch.fnmatchcase(p.config_name, pattern)}
+        if not hits:
+            raise ValueError(f"--match {pattern!r} matches no point of this grid "
+                             f"({_close_ids(pattern.strip('*'), ids)}); patterns are shell-style: * ? [...]")
+        chosen |= hits
+    return [p for p in pts if p.run_id in chosen]
+
+
+def _close_ids(text: str, ids: Sequence[str], n: int = 5) -> str:
+    """'closest: a, b, c (and 7 more)': run ids that start with or contain ``text``, else difflib's."""
+    close = [i for i in ids if i.startswith(text)] or [i for i in ids if text in i]
+    close = close or difflib.get_close_matches(text, ids, n=n, cutoff=0.4)
+    if not close:
+        return "list the run ids with --list"
+    more = f" (and {len(close) - n} more)" if len(close) > n else ""
+    return "closest: " + ", ".join(close[:n]) + more
+
+
+def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str = "papermill",
              force: bool = False, only: Union[str, Sequence[str], None] = None, notebook=DEFAULT_NOTEBOOK,
-             points: Optional[Iterable[GridPoint]] = None, progress: bool = False, verbose: bool = True):
+             points: Optional[Iterable[GridPoint]] = None, progress: Optional[bool] = None, verbose: bool = True,
+             match: Union[str, Sequence[str], None] = None):
     """Run every point of ``profile`` (or the given ``points``); returns a DataFrame of their statuses.
 
-    ``only`` keeps the points whose run id or config name contains the substring (or
-    any of the substrings).  One line per point is printed as it finishes.
+    ``only``: exact run ids; ``match``: shell-style patterns (:func:`select`).  With
+    ``verbose``, a line is printed when a point starts, one per epoch while it trains
+    (``progress``, default: ``verbose``), and one when it ends.
     """
     import pandas as pd
 
-    pts = list(points) if points is not None else grid(profile)
-    if only:
-        subs = [only] if isinstance(only, str) else list(only)
-        pts = [p for p in pts if any(s in p.run_id or s in p.config_name for s in subs)]
+    pts = select(list(points) if points is not None else grid(profile), only, match)
+    progress = verbose if progress is None else progress
     rows = []
+    width = len(str(len(pts)))
     for i, p in enumerate(pts, 1):
-        row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress)
+        label = f"[{i:>{width}}/{len(pts)}]"
+        row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
+                        label=label)
         rows.append(row)
         if verbose:
-            msg = f"  {row['message']}" if row["message"] and row["status"] != "completed" else ""
-            print(f"[{i:>{len(str(len(pts)))}}/{len(pts)}] {row['run_id']:<48} {row['status']:<11} "
-                  f"{row['action']:<7} {row['wall_s']:7.1f}s{msg}", flush=True)
+            lines = (row["message"] or "").splitlines() if row["status"] != "completed" else []
+            msg = f"  {lines[0]}" if lines else ""
+            print(f"{label} {row['run_id']:<48} {row['status']:<11} {row['action']:<7} {row['wall_s']:7.1f}s{msg}",
+                  flush=True)
+            for line in lines[1:]:
+                print(f"{' ' * (len(label) + 1)}  {line}", flush=True)
     cols = ["run_id", "config_name", "variant", "seed", "fold", "status", "action", "wall_s", "message", "out_dir"]
     frame = pd.DataFrame(rows, columns=cols)
     if verbose and len(frame):
@@ -418,33 +648,54 @@ def run_grid(profile: Optional[str] = "smoke", results_root="results", executor:
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _add_selection_args(parser) -> None:
+    parser.add_argument("--only", action="append", default=None, metavar="RUN_ID",
+                        help="run only this point (its exact run id, as --list prints it; repeatable)")
+    parser.add_argument("--match", action="append", default=None, metavar="PATTERN",
+                        help="run the points whose run id or config name matches this shell-style pattern, "
+                             "e.g. 'adapt-resnet20-cifar10-*' (repeatable)")
+
+
+def build_parser(prog: str = "python -m adapt.grid") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m adapt.grid",
-        description="Run the experiment grid of a profile into <results>/<profile>/ (finished points are skipped).")
+        prog=prog,
+        description="Run the experiment grid of a profile into <results>/<profile>/ (finished points are skipped, "
+                    "points another process is training are skipped, interrupted points resume).")
     parser.add_argument("profile", choices=PROFILES)
     parser.add_argument("--executor", choices=EXECUTORS, default="papermill",
                         help="papermill: execute the training notebook per point (default); inline: call adapt.train")
     parser.add_argument("--force", action="store_true", help="recompute finished points")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
-    parser.add_argument("--only", action="append", default=None, metavar="SUBSTRING",
-                        help="run only the points whose run id or config name contains SUBSTRING (repeatable)")
+    parser.add_argument("--results", default=None,
+                        help=f"results root (default: ${paths.RESULTS_ENV} if set, else the repository's results/)")
+    _add_selection_args(parser)
     parser.add_argument("--notebook", default=DEFAULT_NOTEBOOK, help=f"training notebook (default: {DEFAULT_NOTEBOOK})")
-    parser.add_argument("--list", action="store_true", help="print the points and exit")
+    parser.add_argument("--list", action="store_true", help="print the selected points and exit")
+    parser.add_argument("--quiet", action="store_true", help="print only one line per finished point")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a point failed or is stale (default: report and exit 0, "
                              "so the analysis still runs and shows the failure)")
+    return parser
+
+
+def _cli_path(value) -> Optional[Path]:
+    """A path typed on the command line: relative to the shell's working directory."""
+    return None if value is None else Path(value).expanduser().resolve()
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
+    try:
+        pts = select(grid(args.profile), args.only, args.match)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.list:
-        pts = grid(args.profile)
-        if args.only:
-            pts = [p for p in pts if any(s in p.run_id or s in p.config_name for s in args.only)]
         for p in pts:
             print(f"{p.run_id}  {p.config_name}")
         print(f"{len(pts)} point(s)")
         return 0
-    frame = run_grid(args.profile, args.results, executor=args.executor, force=args.force, only=args.only,
-                     notebook=args.notebook)
+    frame = run_grid(points=pts, results_root=_cli_path(args.results), executor=args.executor, force=args.force,
+                     notebook=args.notebook, progress=not args.quiet)
     bad = frame[frame["status"].isin(["failed", "stale"])]
     if len(bad):
         print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)

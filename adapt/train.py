@@ -32,11 +32,16 @@ import torch.nn.functional as F
 from .configs import ExperimentConfig
 from .layers import QuantizedModel
 from .policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
-from .results import SCHEMA, atomic_save, atomic_write_json, environment_info, load_record
+from .results import SCHEMA, atomic_save, atomic_write_json, environment_info, read_record, set_aside
 
-__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty"]
+__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
+           "CheckpointError"]
 
 FINISHED = ("completed", "diverged")
+
+
+class CheckpointError(RuntimeError):
+    """A ``checkpoint.pt`` that cannot be loaded; it has been set aside (``checkpoint.pt.corrupt``)."""
 
 
 def pick_device(device=None) -> torch.device:
@@ -160,8 +165,8 @@ def optimizer_step(policy: PrecisionPolicy, optimizer, qmodel, step: int, loss_v
     policy.after_step(step)
 
 
-def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress: bool = False, device=None,
-        epoch_limit: Optional[int] = None, force: bool = False) -> dict:
+def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=False, device=None,
+        epoch_limit: Optional[int] = None, force: bool = False, run_info: Optional[dict] = None) -> dict:
     """Train ``config`` and return its run record.
 
     ``out_dir`` (optional) receives ``record.json`` after every epoch and
@@ -169,12 +174,19 @@ def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress: b
     with ``resume`` an interrupted run continues from its checkpoint.
     ``epoch_limit`` stops after that many epochs *in this call* (status
     ``interrupted``, checkpoint kept): what a killed job leaves behind.
+    ``progress``: ``True`` prints a line at the start, per epoch and at the end
+    (:class:`adapt.progress.ProgressPrinter`); a ``ProgressPrinter`` is used as given.
+    ``run_info``: extra top-level record fields (the grid's ``run_id`` and ``overrides``).
+
     An exception inside training is recorded (status ``failed`` with the error
-    message) before it propagates.
+    message) before it propagates.  A record that is not valid JSON is set aside
+    (``record.json.corrupt``) and the run recomputed; a checkpoint that cannot be
+    loaded is set aside (``checkpoint.pt.corrupt``), the existing record keeps its
+    epochs and says ``failed``, and :class:`CheckpointError` says what to do.
     """
     state = {}
     try:
-        return _run(config, out_dir, resume, progress, device, epoch_limit, force, state)
+        return _run(config, out_dir, resume, progress, device, epoch_limit, force, state, run_info or {})
     except Exception as exc:
         record = state.get("record")
         if record is not None and state.get("record_path") is not None:
@@ -182,21 +194,52 @@ def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress: b
             record["message"] = f"{type(exc).__name__}: {exc}"
             record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             atomic_write_json(state["record_path"], record)
+        if state.get("progress") is not None:
+            state["progress"].end("failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise
 
 
-def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -> dict:
+def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> dict:
+    """The checkpoint's content; on a file that cannot be read, set it aside and raise :class:`CheckpointError`.
+
+    The record beside it keeps its epochs: it is only marked ``failed`` with the message.
+    """
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"config", "epoch", "model", "epochs"} <= set(ckpt):
+            raise ValueError(f"not an adapt checkpoint (keys: {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    except Exception as exc:
+        kept = set_aside(ckpt_path)
+        previous = read_record(record_path) if record_path is not None else None
+        epochs = len(previous["epochs"]) if previous else 0
+        message = (f"checkpoint {ckpt_path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                   f"it was set aside as {kept.name}. The record keeps its {epochs} epoch(s) of history. "
+                   f"Rerun the point to restart it from scratch (the old record is then kept as "
+                   f"record.json.previous), or --force / force=True to do the same; delete {kept.name} "
+                   f"once you no longer need it.")
+        if previous is not None:
+            previous.update(status="failed", message=message,
+                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            atomic_write_json(record_path, previous)
+        raise CheckpointError(message) from exc
+    if ckpt["config"] != config.to_dict():
+        raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
+    return ckpt
+
+
+def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, run_info) -> dict:
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     out_dir = Path(out_dir) if out_dir is not None else None
     record_path = out_dir / "record.json" if out_dir else None
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    if record_path is not None and record_path.exists() and resume and not force:
-        existing = load_record(record_path)
-        if existing["config"] != config.to_dict():
-            raise ValueError(f"{record_path} holds a run of a different config; use another out_dir or force=True")
-        if existing["status"] in FINISHED:
-            return existing
+    if record_path is not None and resume and not force:
+        existing = read_record(record_path)  # a bad file is set aside and recomputed
+        if existing is not None:
+            if existing["config"] != config.to_dict():
+                raise ValueError(f"{record_path} holds a run of a different config; use another out_dir or force=True")
+            if existing["status"] in FINISHED:
+                return existing
 
     device = pick_device(device)
     started = time.time()
@@ -215,18 +258,17 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
 
     loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
                           seed=config.seed)
+    ckpt = None
+    if ckpt_path is not None and ckpt_path.exists() and resume and not force:
+        ckpt = _load_checkpoint(ckpt_path, record_path, config, device)
     record = {
-        "schema": SCHEMA, "name": config.name, "status": "running", "config": config.to_dict(),
+        "schema": SCHEMA, "name": config.name, **run_info, "status": "running", "config": config.to_dict(),
         "environment": environment_info(device), "epochs": [], "traces": {}, "final": {}, "policy": {},
         "wall_time_s": 0.0, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "finished": None, "message": "",
     }
-    state.update(record=record, record_path=record_path)
     start_epoch, step, elapsed_before = 0, 0, 0.0
-    if ckpt_path is not None and ckpt_path.exists() and resume and not force:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"] != config.to_dict():
-            raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if qmodel is not None:
             qmodel.load_state_dict(ckpt["qmodel"])
@@ -239,16 +281,20 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
         record["epochs"] = ckpt["epochs"]
         record["started"] = ckpt["started"]
         start_epoch, step, elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]
+    state.update(record=record, record_path=record_path)
 
     accum = config.accumulation_steps
     status, message = "completed", ""
     epochs_this_call = 0
-    epoch_iter = range(start_epoch, config.epochs)
+    reporter = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import ProgressPrinter
 
-        epoch_iter = tqdm(epoch_iter, desc=config.name, initial=start_epoch, total=config.epochs)
-    for epoch in epoch_iter:
+        reporter = progress if isinstance(progress, ProgressPrinter) else ProgressPrinter(
+            run_info.get("run_id") or config.name, open_ended=policy.controls_lr)
+        reporter.start(start_epoch, config.epochs, device, out_dir)
+        state["progress"] = reporter
+    for epoch in range(start_epoch, config.epochs):
         if epoch_limit is not None and epochs_this_call >= epoch_limit:
             status, message = "interrupted", f"stopped after {epoch_limit} epoch(s) by epoch_limit"
             break
@@ -313,14 +359,17 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state) -
         if record_path is not None:
             _finish(record, policy, "running", "", elapsed_before + time.time() - started)
             atomic_write_json(record_path, record)
-        if progress:
-            epoch_iter.set_postfix(test_acc=f"{test_acc:.3f}", lr=f"{lr:.2g}")
+        if reporter is not None:
+            reporter.epoch(metrics, config.epochs, metrics["time_s"])
         if stop:
             message = "stopped by the precision policy"
             break
     _finish(record, policy, status, message, elapsed_before + time.time() - started)
     if record_path is not None:
         atomic_write_json(record_path, record)
+    if reporter is not None:
+        reporter.end(status, message if status != "completed" else "", record["final"])
+    state.pop("progress", None)
     return record
 
 

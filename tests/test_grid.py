@@ -78,11 +78,13 @@ def test_run_id_and_out_dir_layout(tmp_path):
     assert p.out_dir(tmp_path) == tmp_path / "smoke" / "adapt-resnet20-digits-reference-s0-f0"
     q = G.GridPoint("smoke/float32-muppet/resnet20/digits", "reference", 1, 0)
     assert q.run_id == "float32-muppet-resnet20-digits-reference-s1-f0" and q.config().method == "float32"
-    assert G.GridPoint("quick/adapt/alexnet_cifar/cifar10", "corrected", 2, 3).out_dir("results").as_posix() == \
-        "results/quick/adapt-alexnet_cifar-cifar10-corrected-s2-f3"
-    # overrides reach the config, not the run id; a dict is normalized to sorted pairs
+    # a relative results root is the repository's, whatever the working directory
+    assert G.GridPoint("quick/adapt/alexnet_cifar/cifar10", "corrected", 2, 3).out_dir("results") == \
+        G._REPO / "results/quick/adapt-alexnet_cifar-cifar10-corrected-s2-f3"
+    # overrides reach the config and the run id (a stable hash of them); a dict is normalized to sorted pairs
     o = G.GridPoint("smoke/adapt/resnet20/digits", overrides={"subset": 100, "epochs": 1})
-    assert o.overrides == (("epochs", 1), ("subset", 100)) and o.run_id == p.run_id
+    assert o.overrides == (("epochs", 1), ("subset", 100)) and o.is_custom
+    assert o.run_id == p.run_id + "-" + G.overrides_tag({"epochs": 1, "subset": 100})
     assert (o.config().epochs, o.config().subset) == (1, 100)
     with pytest.raises(ValueError, match="unknown config"):
         G.GridPoint("smoke/adapt/vgg/digits")
@@ -120,7 +122,9 @@ def test_a_failing_point_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch,
     assert list(frame["action"]) == ["ran", "failed", "failed", "ran"]
     assert "boom before training (seed 1)" in frame.loc[1, "message"]
     printed = capsys.readouterr().out
-    assert printed.count("\n") == 5 and "failed" in printed and "completed 2" in printed
+    # a "starting" line and a result line per point, then the summary
+    assert printed.count(": starting (") == 4 and printed.count("\n") == 9
+    assert "failed" in printed and "completed 2" in printed
 
     # seed 1 failed before training: a minimal failure record of the same schema and config
     r1 = load_record(pts[1].out_dir(tmp_path) / "record.json")
@@ -168,7 +172,7 @@ def test_cli_lists_filters_and_reports(tmp_path, monkeypatch, capsys):
     assert out[-1] == "15 point(s)" and out[0].startswith("float32-alexnet_cifar-digits-reference-s0-f0")
     fake = FakeTrain(raise_before={0})
     monkeypatch.setattr(adapt.train, "run", fake)
-    args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--only", "muppet-resnet20"]
+    args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-resnet20-*"]
     assert G.main(args) == 0  # failures are reported, not fatal: the analysis still runs
     assert len(fake.calls) == 2  # float32-muppet-resnet20 and muppet-resnet20
     assert "2 point(s) failed or stale" in capsys.readouterr().err
@@ -210,5 +214,10 @@ def test_papermill_executor_runs_the_notebook_and_isolates_a_failure(tmp_path):
     for p in pts:  # the executed copy is kept beside the record, with a relative results root
         executed = nbformat.read(p.out_dir(root) / "10-train.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert len(injected) == 1 and "results_root = \"../results\"" in injected[0].source
-        assert str(tmp_path) not in injected[0].source
+        # a results root outside the repository is handed over as an absolute path
+        assert len(injected) == 1 and f'results_root = "{root}"' in injected[0].source
+
+
+def test_a_results_root_inside_the_repository_reaches_the_notebook_relative():
+    assert G._notebook_results_root(G._REPO / "results") == "results"
+    assert G._notebook_results_root(G._REPO / "results" / "x") == "results/x"
