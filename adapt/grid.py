@@ -647,6 +647,111 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     return frame
 
 
+# ----------------------------------------------------------------------------- status, shards, workers
+def shard(points: Sequence[GridPoint], spec: str) -> list:
+    """The ``K/N`` shard of ``points`` (1 <= K <= N): every N-th point starting at the K-th, in grid order.
+
+    Deterministic, so N machines that share a results folder and each run ``--shard K/N``
+    for their own K cover the grid once between them.
+    """
+    try:
+        k, n = (int(v) for v in str(spec).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: expected K/N with integers, e.g. 3/8") from None
+    if not (n >= 1 and 1 <= k <= n):
+        raise ValueError(f"--shard {spec!r}: need 1 <= K <= N (K is 1-based), e.g. 1/{max(n, 1)} ... {max(n, 1)}/{max(n, 1)}")
+    return [p for i, p in enumerate(points) if i % n == k - 1]
+
+
+def point_status(point: GridPoint, results_root=None) -> dict:
+    """What the results folder says of ``point`` now (read only; works while other processes train).
+
+    ``state`` is ``queued`` (nothing yet), ``claimed`` (a live process holds it; ``epoch``
+    of ``epochs`` done), ``completed``, ``diverged``, ``failed`` (``message``),
+    ``interrupted`` (resumable), ``stale`` (a record of another config) or ``corrupt``
+    (a record that does not parse).
+    """
+    from . import claims
+    from .results import RecordError, load_record
+
+    out_dir = point.out_dir(results_root)
+    row = {"run_id": point.run_id, "state": "queued", "epoch": None, "epochs": None, "holder": "", "message": ""}
+    try:
+        row["epochs"] = point.config().epochs
+    except ValueError:
+        pass
+    record = None
+    try:
+        if (out_dir / "record.json").exists():
+            record = load_record(out_dir / "record.json")
+    except RecordError as exc:
+        row.update(state="corrupt", message=exc.problem)
+    if record is not None:
+        row["epoch"] = len(record.get("epochs") or [])
+        status = record.get("status")
+        if _jsonable(record.get("config")) != _jsonable(point.config().to_dict()):
+            row["state"] = "stale"
+        elif status == "running":
+            row["state"] = "interrupted"  # unless a live process holds it (below)
+        else:
+            row["state"] = status
+        row["message"] = (record.get("message") or "").splitlines()[0] if record.get("message") else ""
+    holder = claims.holder(out_dir)
+    if holder is not None:
+        row.update(state="claimed", holder=claims.describe(holder))
+    return row
+
+
+def status_frame(points: Sequence[GridPoint], results_root=None):
+    """One row per point: :func:`point_status`."""
+    import pandas as pd
+
+    return pd.DataFrame([point_status(p, results_root) for p in points],
+                        columns=["run_id", "state", "epoch", "epochs", "holder", "message"])
+
+
+def print_status(points: Sequence[GridPoint], results_root=None) -> None:
+    frame = status_frame(points, results_root)
+    width = max([len(r) for r in frame["run_id"]] + [6])
+    for row in frame.itertuples():
+        done = f"epoch {row.epoch}/{row.epochs}" if row.epoch is not None and row.epochs else ""
+        extra = "  ".join(x for x in (done, row.holder, row.message) if x)
+        print(f"{row.run_id:<{width}}  {row.state:<11}  {extra}".rstrip())
+    counts = ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
+    print(f"{len(frame)} point(s): {counts}")
+
+
+def run_workers(devices: Sequence[str], argv: Sequence[str], prog: str = "python -m adapt.grid") -> int:
+    """One grid process per device (``ADAPT_DEVICE`` set for each), all on the same points and results.
+
+    Each worker takes the next point that is neither finished nor claimed, so every point
+    is trained once; their lines are printed prefixed with the device.  Returns the
+    largest exit status of the workers.
+    """
+    import subprocess
+    import threading
+
+    procs, threads = [], []
+
+    def pump(proc, tag):
+        for line in proc.stdout:
+            sys.stdout.write(f"[{tag}] {line}")
+            sys.stdout.flush()
+
+    for i, device in enumerate(devices):
+        env = dict(os.environ, ADAPT_DEVICE=device, ADAPT_WORKER=str(i))
+        proc = subprocess.Popen([sys.executable, "-m", "adapt.grid", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+        t = threading.Thread(target=pump, args=(proc, f"{device}#{i}"), daemon=True)
+        t.start()
+        procs.append(proc)
+        threads.append(t)
+    codes = [p.wait() for p in procs]
+    for t in threads:
+        t.join()
+    return max(codes) if codes else 0
+
+
 # ----------------------------------------------------------------------------- CLI
 def _add_selection_args(parser) -> None:
     parser.add_argument("--only", action="append", default=None, metavar="RUN_ID",
@@ -669,12 +774,37 @@ def build_parser(prog: str = "python -m adapt.grid") -> argparse.ArgumentParser:
                         help=f"results root (default: ${paths.RESULTS_ENV} if set, else the repository's results/)")
     _add_selection_args(parser)
     parser.add_argument("--notebook", default=DEFAULT_NOTEBOOK, help=f"training notebook (default: {DEFAULT_NOTEBOOK})")
+    parser.add_argument("--set", nargs="+", action="extend", metavar="FIELD=VALUE",
+                        help="change config fields of every selected point (custom runs with run ids of their "
+                             "own), e.g. --set epochs=1 subset=500")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only the K-th of N deterministic shares of the selected points (1-based)")
+    parser.add_argument("--device", default=None,
+                        help="device of the runs (cpu, cuda, cuda:1, mps; default: $ADAPT_DEVICE, else the best available)")
+    parser.add_argument("--devices", default=None, metavar="D1,D2,...",
+                        help="one worker process per device (e.g. cuda:0,cuda:1), each taking the next unclaimed point")
     parser.add_argument("--list", action="store_true", help="print the selected points and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="print the state of each selected point (queued, claimed, epoch k/n, completed, failed ...) "
+                             "from the results folder and exit; works while other processes train")
     parser.add_argument("--quiet", action="store_true", help="print only one line per finished point")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a point failed or is stale (default: report and exit 0, "
                              "so the analysis still runs and shows the failure)")
     return parser
+
+
+def _without_option(argv: Sequence[str], name: str) -> list:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def _cli_path(value) -> Optional[Path]:
@@ -684,17 +814,41 @@ def _cli_path(value) -> Optional[Path]:
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid") -> int:
     parser = build_parser(prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         pts = select(grid(args.profile), args.only, args.match)
+        if args.shard:
+            pts = shard(pts, args.shard)
+        if args.set:
+            from .cli import parse_sets
+
+            pts = [GridPoint(p.config_name, p.variant, p.seed, p.fold, parse_sets(args.set, p.config_name))
+                   for p in pts]
     except ValueError as exc:
         parser.error(str(exc))
+    results = _cli_path(args.results)
     if args.list:
         for p in pts:
             print(f"{p.run_id}  {p.config_name}")
         print(f"{len(pts)} point(s)")
         return 0
-    frame = run_grid(points=pts, results_root=_cli_path(args.results), executor=args.executor, force=args.force,
+    if args.status:
+        print_status(pts, results)
+        return 0
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not devices:
+            parser.error(f"--devices {args.devices!r}: expected a comma-separated list, e.g. cuda:0,cuda:1")
+        worker_argv = _without_option(argv, "--devices")
+        if results is not None:
+            worker_argv = _without_option(worker_argv, "--results") + ["--results", str(results)]
+        code = run_workers(devices, worker_argv, prog)
+        print_status(pts, results)
+        return code
+    if args.device:
+        os.environ["ADAPT_DEVICE"] = args.device  # the papermill kernels inherit it
+    frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
                      notebook=args.notebook, progress=not args.quiet)
     bad = frame[frame["status"].isin(["failed", "stale"])]
     if len(bad):

@@ -279,25 +279,82 @@ def test_a_point_claimed_by_a_live_process_is_skipped_and_freed_when_it_is_kille
     assert G.run_point(p, tmp_path, executor="inline")["status"] == "completed"
 
 
-WORKER = textwrap.dedent("""
-    import json, sys
-    from adapt import grid as G
-    pts = [G.GridPoint("smoke/float32/alexnet_cifar/digits", seed=s, overrides={"batch_size": 64, "epochs": 1,
-           "subset": 200}) for s in range(4)]
-    frame = G.run_grid(points=pts, results_root=sys.argv[1], executor="inline", verbose=False)
-    print(json.dumps(dict(zip(frame["run_id"], frame["action"]))))
-""")
+# ----------------------------------------------------------------------------- the README's commands
+def _readme_commands(prefix):
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`([^`\n]+)`", text)
+    lines = [l.split("#")[0].strip() for b in blocks for l in b.splitlines()] + [l.strip() for l in inline]
+    return [shlex.split(l)[len(prefix.split()):] for l in lines if l.startswith(prefix + " ")]
 
 
-def test_two_grid_processes_on_one_folder_train_every_point_once(tmp_path):
-    env = dict(os.environ, ADAPT_DEVICE="cpu", OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env=env) for _ in range(2)]
-    results = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    ids = sorted(results[0])
-    assert len(ids) == 4 and sorted(results[1]) == ids
-    for run_id in ids:
-        actions = sorted(r[run_id] for r in results)
-        assert actions == ["ran", "skipped"], (run_id, actions)
-    assert all(load_record(tmp_path / "smoke" / i / "record.json")["status"] == "completed" for i in ids)
+def test_every_grid_command_in_the_readme_selects_points(capsys):
+    commands = _readme_commands("python -m adapt.grid")
+    assert len(commands) >= 3
+    for argv in commands:
+        argv = [a for a in argv if a != "--list"] + ["--list"]
+        assert G.main(argv) == 0, argv
+        assert not capsys.readouterr().out.endswith("\n0 point(s)\n"), argv
+
+
+def test_every_adapt_run_command_in_the_readme_builds_its_config():
+    from adapt.cli import build_parser
+
+    commands = _readme_commands("adapt run")
+    assert commands
+    for argv in commands:
+        args = build_parser().parse_args(["run"] + argv)
+        G.GridPoint(args.config, args.variant, args.seed, args.fold, parse_sets(args.set or [], args.config)).config()
+
+
+# ----------------------------------------------------------------------------- shards, status, workers
+def test_shards_partition_the_grid_deterministically():
+    pts = G.grid("paper")
+    shards = [G.shard(pts, f"{k}/8") for k in range(1, 9)]
+    ids = [p.run_id for s in shards for p in s]
+    assert sorted(ids) == sorted(p.run_id for p in pts) and len(set(ids)) == len(pts)
+    assert [p.run_id for p in G.shard(pts, "3/8")] == [p.run_id for p in pts[2::8]]
+    for bad in ("0/8", "9/8", "3", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            G.shard(pts, bad)
+
+
+def test_status_reads_the_results_folder(tmp_path, capsys):
+    pts = [G.GridPoint(NAME, seed=s, overrides=TINY) for s in range(5)]
+    atomic_write_json(pts[0].out_dir(tmp_path) / "record.json", dict(grid_record(pts[0], epochs=2)))
+    running = dict(grid_record(pts[1], epochs=1), status="running")
+    atomic_write_json(pts[1].out_dir(tmp_path) / "record.json", running)
+    failed = dict(grid_record(pts[2], epochs=0), status="failed", message="DatasetNotAvailable: no\nmore")
+    atomic_write_json(pts[2].out_dir(tmp_path) / "record.json", failed)
+    pts[3].out_dir(tmp_path).mkdir(parents=True)
+    (pts[3].out_dir(tmp_path) / "record.json").write_text("{")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(pts[1].out_dir(tmp_path))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        frame = G.status_frame(pts, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list(frame["state"]) == ["completed", "claimed", "failed", "corrupt", "queued"]
+    assert frame.loc[1, "epoch"] == 1 and frame.loc[1, "epochs"] == 2 and str(holder.pid) in frame.loc[1, "holder"]
+    assert frame.loc[2, "message"] == "DatasetNotAvailable: no"
+    assert G.status_frame(pts[1:2], tmp_path).loc[0, "state"] == "interrupted"  # its holder is dead
+
+
+def test_devices_run_one_worker_each_and_train_every_point_once(tmp_path, capsys):
+    """Two real grid processes on one results folder: every point is trained exactly once."""
+    argv = ["smoke", "--match", "float32*alexnet_cifar-*", "--executor", "inline", "--results", str(tmp_path),
+            "--set", "epochs=1", "subset=200", "batch_size=64", "--devices", "cpu,cpu"]
+    assert G.main(argv) == 0
+    out = capsys.readouterr().out
+    ids = [p.run_id for p in G.select(G.grid("smoke"), match="float32*alexnet_cifar-*")]
+    assert len(ids) == 4
+    ran = [l for l in out.splitlines() if l.startswith("[cpu#") and " ran " in l]
+    assert len(ran) == 4 and {l.split()[2] for l in ran} == {i + "-" + G.overrides_tag(
+        {"epochs": 1, "subset": 200, "batch_size": 64}) for i in ids}
+    assert "[cpu#0]" in out and "[cpu#1]" in out
+    assert out.rstrip().splitlines()[-1] == "4 point(s): completed 4"
