@@ -1,21 +1,34 @@
-"""Claims: a point being trained is held by one process, so two grid processes never train it twice.
+"""Claims: a point being trained is held by one process, so no two processes train it twice.
 
-A claim is an exclusive, non-blocking ``flock`` (through the ``filelock`` package) on
-``<run folder>/.claim.lock``, plus ``claim.json`` beside it saying who holds it (host,
-pid, since when).  The operating system drops a ``flock`` when its process ends, by
-``SIGKILL`` too, so a dead process never holds a claim: the next process that tries
-gets it.  ``claim.json`` is only information; it may outlive its holder and is
-overwritten by the next one.
+A claim has two parts, both in the run folder:
 
-Where this holds: one machine (any file system), and NFSv4 or other network file
-systems whose client maps ``flock`` onto the server's byte-range locks (Linux does
-since 2.6.12).  It does not hold on file systems that accept ``flock`` without
-sharing it between hosts (some FUSE mounts, NFS mounted with ``nolock`` or
-``local_lock=all``): there two hosts can claim the same point.
+* an exclusive, non-blocking ``flock`` on ``.claim.lock`` (through the ``filelock``
+  package).  The operating system drops it when its process ends, ``SIGKILL``
+  included, so on one machine a dead process never holds a claim;
+* ``claim.json``: who holds it (host, pid, since) and a **heartbeat**, the time of
+  the holder's last sign of life, rewritten every :data:`HEARTBEAT_S` seconds by a
+  background thread while the claim is held.
 
-The training notebook runs in a Jupyter kernel, another process than the grid that
+A process that gets the lock still treats the point as claimed when ``claim.json``
+names *another host* whose heartbeat is younger than the claim timeout
+(``$ADAPT_CLAIM_TIMEOUT_S``, default :data:`DEFAULT_TIMEOUT_S` = 10 minutes).  That
+covers results folders on network file systems whose locks are not shared between
+hosts.  A holder on another host that died is taken over once its heartbeat is older
+than the timeout; one on the same host as soon as it is dead (its lock is free).
+
+What this assumes of a network file system (NFS, Lustre, GPFS, CephFS):
+``flock`` works on each host (Linux maps it onto the server's byte-range locks on
+NFSv4, which the server drops when a client's lease expires); where locks are not
+shared between hosts (NFS mounted ``nolock`` or ``local_lock=all``), the heartbeat
+alone decides, and two hosts that look at an unclaimed point within the same
+fraction of a second can both take it (``claim.json`` is replaced atomically, but
+reading and replacing it is not one step).  Clocks of the hosts must agree to well
+within the timeout.
+
+The training notebook runs in a Jupyter kernel, a child of the grid process that
 claimed the point: the grid tells it through ``$ADAPT_CLAIM_HELD`` (the run folder),
-and :func:`claim` then does not try to take the claim a second time.
+and :func:`claim` does not try to take the claim a second time.  Within one process
+a claim is re-entrant.
 """
 from __future__ import annotations
 
@@ -23,15 +36,25 @@ import contextlib
 import json
 import os
 import socket
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-__all__ = ["HELD_ENV", "LOCK_NAME", "INFO_NAME", "PointClaimed", "claim", "holder", "held_by_caller"]
+__all__ = ["HELD_ENV", "TIMEOUT_ENV", "LOCK_NAME", "INFO_NAME", "HEARTBEAT_S", "DEFAULT_TIMEOUT_S", "PointClaimed",
+           "claim", "holder", "held_by_caller", "describe", "claim_timeout"]
 
 HELD_ENV = "ADAPT_CLAIM_HELD"
+TIMEOUT_ENV = "ADAPT_CLAIM_TIMEOUT_S"
 LOCK_NAME = ".claim.lock"
 INFO_NAME = "claim.json"
+#: Seconds between two heartbeats of a held claim.
+HEARTBEAT_S = 60.0
+#: A claim of another host whose heartbeat is older than this is taken over (seconds).
+DEFAULT_TIMEOUT_S = 600.0
+
+#: Run folders whose claim this process holds.
+_HELD = set()
 
 
 class PointClaimed(RuntimeError):
@@ -39,19 +62,31 @@ class PointClaimed(RuntimeError):
 
     def __init__(self, out_dir: Path, info: Optional[dict]):
         self.out_dir, self.info = Path(out_dir), info or {}
-        who = describe(self.info)
-        super().__init__(f"{self.out_dir} is being trained by {who}; it is skipped here "
+        super().__init__(f"{self.out_dir} is being trained by {describe(self.info)}; it is skipped here "
                          f"(the claim ends when that process ends)")
 
 
 def describe(info: Optional[dict]) -> str:
+    """``pid 123 on host since 2026-...`` (plus the heartbeat's age when known)."""
     if not info:
         return "another process"
-    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+    text = f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+    age = _age(info)
+    return text if age is None else f"{text}, heartbeat {age:.0f}s ago"
 
 
-#: Run folders whose claim this process holds (a claim is re-entrant within its process).
-_HELD = set()
+def claim_timeout() -> float:
+    """``$ADAPT_CLAIM_TIMEOUT_S`` or :data:`DEFAULT_TIMEOUT_S`."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        timeout = float(value)
+    except ValueError:
+        raise ValueError(f"${TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+    if not timeout > 0:
+        raise ValueError(f"${TIMEOUT_ENV}={value!r} must be > 0 seconds")
+    return timeout
 
 
 def held_by_caller(out_dir) -> bool:
@@ -63,9 +98,15 @@ def held_by_caller(out_dir) -> bool:
     return bool(held) and Path(held).resolve() == key
 
 
-def _info() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _age(info: dict) -> Optional[float]:
+    try:
+        return (_now() - datetime.fromisoformat(info["heartbeat"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_info(out_dir: Path) -> Optional[dict]:
@@ -76,8 +117,34 @@ def _read_info(out_dir: Path) -> Optional[dict]:
         return None
 
 
+def _write_info(out_dir: Path, info: dict) -> None:
+    from .results import atomic_write_json
+
+    atomic_write_json(out_dir / INFO_NAME, dict(info, heartbeat=_now().isoformat(timespec="seconds")))
+
+
+def _alive_elsewhere(info: Optional[dict], timeout: float) -> bool:
+    """A claim of another host whose heartbeat is fresh (on this host the lock decides)."""
+    if not info or info.get("host") == socket.gethostname():
+        return False
+    age = _age(info)
+    return age is not None and age < timeout
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, out_dir: Path, info: dict, every: float):
+        super().__init__(daemon=True, name=f"adapt-claim-heartbeat {out_dir.name}")
+        self.out_dir, self.info, self.every = out_dir, info, every
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            with contextlib.suppress(OSError):
+                _write_info(self.out_dir, self.info)
+
+
 @contextlib.contextmanager
-def claim(out_dir) -> Iterator[None]:
+def claim(out_dir, heartbeat_s: Optional[float] = None) -> Iterator[None]:
     """Hold the claim on ``out_dir`` for the ``with`` block; :class:`PointClaimed` if another process has it."""
     from filelock import FileLock, Timeout
 
@@ -91,16 +158,26 @@ def claim(out_dir) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise PointClaimed(out_dir, _read_info(out_dir)) from None
-    info_path = out_dir / INFO_NAME
     key = out_dir.resolve()
-    _HELD.add(key)
+    beat = None
     try:
-        info_path.write_text(json.dumps(_info()) + "\n")
-        yield
+        previous = _read_info(out_dir)
+        if _alive_elsewhere(previous, claim_timeout()):
+            raise PointClaimed(out_dir, previous)
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now().isoformat(timespec="seconds")}
+        _write_info(out_dir, info)
+        _HELD.add(key)
+        beat = _Heartbeat(out_dir, info, HEARTBEAT_S if heartbeat_s is None else heartbeat_s)
+        beat.start()
+        try:
+            yield
+        finally:
+            beat.stop.set()
+            beat.join()
+            _HELD.discard(key)
+            with contextlib.suppress(OSError):
+                (out_dir / INFO_NAME).unlink()
     finally:
-        _HELD.discard(key)
-        with contextlib.suppress(OSError):
-            info_path.unlink()
         lock.release()
 
 
@@ -109,12 +186,13 @@ def holder(out_dir) -> Optional[dict]:
     from filelock import FileLock, Timeout
 
     out_dir = Path(out_dir)
-    if not (out_dir / LOCK_NAME).exists():
+    if not (out_dir / LOCK_NAME).exists() and not (out_dir / INFO_NAME).exists():
         return None
+    info = _read_info(out_dir)
     lock = FileLock(str(out_dir / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        return _read_info(out_dir) or {}
+        return info or {}
     lock.release()
-    return None
+    return info if _alive_elsewhere(info, claim_timeout()) else None

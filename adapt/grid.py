@@ -699,7 +699,19 @@ def point_status(point: GridPoint, results_root=None) -> dict:
     holder = claims.holder(out_dir)
     if holder is not None:
         row.update(state="claimed", holder=claims.describe(holder))
+    job = _job_info(out_dir)
+    if job is not None and row["state"] in ("queued", "claimed", "interrupted"):
+        row["holder"] = f"{row['holder']}  job {job.get('job_id')}".strip()
     return row
+
+
+def _job_info(out_dir: Path) -> Optional[dict]:
+    """``slurm/job.json`` of a run folder (written when the point was submitted as a job), or None."""
+    try:
+        info = json.loads((out_dir / "slurm" / "job.json").read_text())
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def status_frame(points: Sequence[GridPoint], results_root=None):
@@ -767,8 +779,10 @@ def build_parser(prog: str = "python -m adapt.grid") -> argparse.ArgumentParser:
         description="Run the experiment grid of a profile into <results>/<profile>/ (finished points are skipped, "
                     "points another process is training are skipped, interrupted points resume).")
     parser.add_argument("profile", choices=PROFILES)
-    parser.add_argument("--executor", choices=EXECUTORS, default="papermill",
-                        help="papermill: execute the training notebook per point (default); inline: call adapt.train")
+    parser.add_argument("--executor", choices=EXECUTORS + ("slurm", "submitit-local"), default="papermill",
+                        help="papermill: execute the training notebook per point (default); inline: call adapt.train "
+                             "in this process; slurm: one SLURM job per point through submitit (pip install "
+                             "'adapt[cluster]'); submitit-local: the same jobs as local subprocesses")
     parser.add_argument("--force", action="store_true", help="recompute finished points")
     parser.add_argument("--results", default=None,
                         help=f"results root (default: ${paths.RESULTS_ENV} if set, else the repository's results/)")
@@ -783,6 +797,15 @@ def build_parser(prog: str = "python -m adapt.grid") -> argparse.ArgumentParser:
                         help="device of the runs (cpu, cuda, cuda:1, mps; default: $ADAPT_DEVICE, else the best available)")
     parser.add_argument("--devices", default=None, metavar="D1,D2,...",
                         help="one worker process per device (e.g. cuda:0,cuda:1), each taking the next unclaimed point")
+    cluster = parser.add_argument_group("cluster (--executor slurm / submitit-local)")
+    cluster.add_argument("--partition", default=None, help="SLURM partition")
+    cluster.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per job (SLURM gpus_per_node)")
+    cluster.add_argument("--cpus-per-job", type=int, default=None, help="CPUs per job (SLURM cpus_per_task)")
+    cluster.add_argument("--timeout-min", type=float, default=720.0,
+                         help="time limit of a job in minutes (default 720); a timed-out job is requeued and resumes")
+    cluster.add_argument("--array-parallelism", type=int, default=None,
+                         help="submit one job array with at most this many tasks running at once")
+    cluster.add_argument("--wait", action="store_true", help="wait for the jobs to end and print the grid's status")
     parser.add_argument("--list", action="store_true", help="print the selected points and exit")
     parser.add_argument("--status", action="store_true",
                         help="print the state of each selected point (queued, claimed, epoch k/n, completed, failed ...) "
@@ -847,7 +870,24 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid
         print_status(pts, results)
         return code
     if args.device:
-        os.environ["ADAPT_DEVICE"] = args.device  # the papermill kernels inherit it
+        os.environ["ADAPT_DEVICE"] = args.device  # the papermill kernels and the jobs inherit it
+    if args.executor in ("slurm", "submitit-local"):
+        from . import cluster
+
+        try:
+            submitted = cluster.submit_points(
+                pts, results, args.executor, timeout_min=args.timeout_min, partition=args.partition,
+                gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                array_parallelism=args.array_parallelism, force=args.force)
+        except ImportError as exc:
+            parser.error(str(exc))
+        if args.wait:
+            cluster.wait_jobs(submitted)
+            print_status(pts, results)
+        else:
+            print(f"{len(submitted)} job(s) submitted; follow them with: {prog} {args.profile} --status"
+                  + (f" --results {results}" if results is not None else ""))
+        return 0
     frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
                      notebook=args.notebook, progress=not args.quiet)
     bad = frame[frame["status"].isin(["failed", "stale"])]
