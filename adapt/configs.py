@@ -20,16 +20,58 @@ Methods: ``float32`` (AdaPT's float32 baseline), ``float32-muppet`` (MuPPET's),
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["ExperimentConfig", "CONFIGS", "get_config", "config_names", "PROFILES", "METHODS"]
+__all__ = ["ExperimentConfig", "CONFIGS", "get_config", "config_names", "allowed_values", "PROFILES", "METHODS"]
 
 METHODS = ("float32", "fixed", "adapt", "muppet")
 SCHEDULERS = ("plateau", "step", "none")
 PROTOCOLS = ("kfold", "holdout", "none")
 PROFILES = ("smoke", "quick", "paper")
+
+
+# ---------------------------------------------------------------------------------------
+# What the rest of the package accepts, read from the code that consumes each field (the model
+# table of adapt.models, the data set table of adapt.data, the parameters of each policy's
+# constructor), so that validation cannot drift from it.  Reading them imports those modules
+# (and torch) once, at the first validation.
+
+#: method -> (module, policy class) of the policies built from ``config.policy``;
+#: ``float32`` builds ``Float32Policy()`` and takes no options.
+_POLICY_CLASSES = {"fixed": ("policies", "FixedPrecisionPolicy"), "adapt": ("heuristic", "AdaptPolicy"),
+                   "muppet": ("muppet", "MuppetPolicy")}
+
+
+@functools.lru_cache(maxsize=None)
+def allowed_values() -> dict:
+    """``{"model": names, "dataset": names, "init": ..., "variant": ..., "policy": {method:
+    option names}}``: what :meth:`ExperimentConfig.validate` accepts.
+
+    A policy's options are its constructor's parameters, less the config fields that its
+    ``from_config`` passes itself (AdaPT: ``variant`` and ``seed``).
+    """
+    import importlib
+
+    from . import data, heuristic, models
+
+    config_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+    def options(method):
+        module, cls = _POLICY_CLASSES[method]
+        policy_cls = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+        skip = config_fields if "from_config" in vars(policy_cls) else set()
+        params = inspect.signature(policy_cls).parameters.values()
+        return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip)
+
+    return {"model": tuple(models.MODELS), "dataset": tuple(data.DATASETS), "init": tuple(models.INITS),
+            "variant": tuple(heuristic.VARIANTS),
+            "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}}}
 
 
 @dataclass(frozen=True)
@@ -74,34 +116,89 @@ class ExperimentConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need(cond, fieldname, allowed):
+        """Raise ``ValueError`` naming the field, its value and what is allowed."""
+        allowed_names = allowed_values()
+
+        def need(cond, fieldname, allowed, hint=""):
             if not cond:
-                raise ValueError(f"config field {fieldname!r} must be {allowed}, got {getattr(self, fieldname)!r}")
+                raise ValueError(f"config field {fieldname!r} must be {allowed}, got {getattr(self, fieldname)!r}{hint}")
 
-        def positive_int(fieldname):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def integer(fieldname, low=1):
             v = getattr(self, fieldname)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, fieldname, "a positive integer")
+            need(is_int(v) and v >= low, fieldname, "a positive integer" if low == 1 else f"an integer >= {low}")
 
-        need(self.method in METHODS, "method", f"one of {METHODS}")
-        need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}")
-        need(self.protocol in PROTOCOLS, "protocol", f"one of {PROTOCOLS}")
-        need(self.variant in ("reference", "corrected"), "variant", "'reference' or 'corrected'")
-        need(self.rounding in ("stochastic", "nearest"), "rounding", "'stochastic' or 'nearest'")
-        need(self.init in ("paper", "torch"), "init", "'paper' or 'torch'")
+        def number(fieldname, ok, allowed):
+            v = getattr(self, fieldname)
+            need(is_number(v) and ok(v), fieldname, f"a finite number {allowed}")
+
+        def one_of(fieldname, values):
+            v = getattr(self, fieldname)
+            need(isinstance(v, str) and v in values, fieldname, f"one of {tuple(values)}")
+
+        for f in ("name", "profile"):
+            need(isinstance(getattr(self, f), str) and getattr(self, f) != "", f, "a non-empty string")
+        one_of("model", allowed_names["model"])
+        one_of("dataset", allowed_names["dataset"])
+        one_of("method", METHODS)
+        one_of("variant", allowed_names["variant"])
+        one_of("scheduler", SCHEDULERS)
+        one_of("protocol", PROTOCOLS)
+        one_of("rounding", ("stochastic", "nearest"))
+        one_of("init", allowed_names["init"])
         for f in ("epochs", "batch_size", "accumulation_steps", "eval_batch_size", "plateau_patience", "n_folds"):
-            positive_int(f)
-        need(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a positive number")
-        for f in ("momentum", "weight_decay", "l1_decay", "plateau_threshold"):
-            need(isinstance(getattr(self, f), (int, float)) and getattr(self, f) >= 0, f, "a number >= 0")
-        need(0 < self.plateau_factor < 1, "plateau_factor", "in (0, 1)")
-        need(0 < self.step_gamma <= 1, "step_gamma", "in (0, 1]")
-        need(0 < self.val_fraction < 1, "val_fraction", "in (0, 1)")
-        need(isinstance(self.fold, int) and 0 <= self.fold < self.n_folds, "fold", f"an integer in [0, {self.n_folds - 1}]")
+            integer(f)
+        if self.protocol == "kfold":
+            need(self.n_folds >= 2, "n_folds", "an integer >= 2 with protocol 'kfold'")
+        need(is_int(self.fold) and 0 <= self.fold < self.n_folds, "fold", f"an integer in [0, {self.n_folds - 1}]")
+        integer("seed", 0)
         for f in ("subset", "test_subset"):
             v = getattr(self, f)
-            need(v is None or (isinstance(v, int) and v >= 1), f, "None or a positive integer")
-        need(self.target_accuracy is None or 0 < self.target_accuracy <= 1, "target_accuracy", "None or in (0, 1]")
-        need(isinstance(self.policy, dict), "policy", "a dict of the method's options")
+            need(v is None or (is_int(v) and v >= 1), f, "None or a positive integer")
+        number("lr", lambda v: v > 0, "> 0")
+        number("momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+        for f in ("weight_decay", "l1_decay", "plateau_threshold"):
+            number(f, lambda v: v >= 0, ">= 0")
+        number("plateau_factor", lambda v: 0 < v < 1, "in (0, 1)")
+        number("step_gamma", lambda v: 0 < v <= 1, "in (0, 1]")
+        number("val_fraction", lambda v: 0 < v < 1, "in (0, 1)")
+        need(self.target_accuracy is None or (is_number(self.target_accuracy) and 0 < self.target_accuracy <= 1),
+             "target_accuracy", "None or a finite number in (0, 1]")
+        for f in ("nesterov", "augment"):
+            need(isinstance(getattr(self, f), bool), f, "a bool (True or False)")
+        need(not self.nesterov or self.momentum > 0, "nesterov", "False when momentum is 0 (SGD's rule)",
+             f" with momentum {self.momentum!r}")
+        m = self.step_milestones
+        need(isinstance(m, (tuple, list)) and all(is_int(e) and e >= 1 for e in m)
+             and all(a <= b for a, b in zip(m[:-1], m[1:])), "step_milestones",
+             "a tuple (or list) of non-decreasing integers >= 1 (epochs)")
+        self._validate_policy(need, allowed_names["policy"][self.method])
+
+    def _validate_policy(self, need, options: tuple) -> None:
+        policy, method = self.policy, self.method
+        need(isinstance(policy, dict), "policy", "a dict of the method's options")
+        if method == "float32":
+            need(not policy, "policy", "empty for method 'float32' (plain float32 training has no options)")
+            return
+        what = f"a dict of the options of method {method!r} ({', '.join(options)})"
+        need(all(isinstance(k, str) for k in policy), "policy", what, ": option names are strings")
+        unknown = [k for k in policy if k not in options]
+        if unknown:
+            notes = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, options, n=1)
+                notes.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            need(False, "policy", what, f"; unknown option{'s' if len(unknown) > 1 else ''} {', '.join(notes)}")
+        try:
+            json.dumps(policy)
+        except (TypeError, ValueError) as exc:  # the run record stores the config as JSON
+            need(False, "policy", "a dict of JSON values (numbers, strings, booleans, None, lists, dicts)",
+                 f": {exc}")
 
     def replace(self, **changes) -> "ExperimentConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

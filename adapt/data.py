@@ -13,8 +13,11 @@ Data sets (:data:`DATASETS`, :func:`load_dataset`):
   else ``<repo>/data``.  The batch files are parsed here, not by torchvision: every
   file's md5 is checked against a table (torchvision's by default) and every pickle
   goes through a restricted unpickler that only admits numpy arrays and builtin
-  containers.  When the files are absent and cannot be downloaded,
-  :class:`DatasetNotAvailable` says where they must go and how to fetch them.
+  containers.  An official archive placed in ``root`` by hand is md5-checked and
+  unpacked without network access (a wrong one raises :class:`ChecksumMismatch`).
+  When the files are absent and cannot be downloaded, :class:`DatasetNotAvailable`
+  says where they must go and how to fetch them; a root that is a file or cannot be
+  written raises :class:`DataRootError`.
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data, offline),
   upsampled to 3x32x32; a fixed stratified 80/20 train/test split (1437 / 360).
 * ``synthetic``: random CIFAR-shaped data, for speed benchmarks only.
@@ -52,6 +55,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotAvailable",
     "ChecksumMismatch",
+    "DataRootError",
     "ImageDataset",
     "EpochPlan",
     "DeviceLoader",
@@ -113,7 +117,15 @@ class DatasetNotAvailable(RuntimeError):
 
 
 class ChecksumMismatch(DatasetNotAvailable):
-    """A data set file is present but its md5 differs from the expected one."""
+    """A data set file (a batch file, or the official archive placed by hand) is
+    present but its md5 differs from the expected one."""
+
+
+class DataRootError(DatasetNotAvailable):
+    """The data root (``root=`` or ``$ADAPT_DATA``) is unusable: a file rather than a
+    folder, or a folder that cannot be created or written.  A :class:`DatasetNotAvailable`
+    so that whoever handles a missing data set handles this too; the message names the
+    setting the root came from and what to set instead."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -399,6 +411,14 @@ def _class_names(path: Path, key: bytes) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, (bytes, bytearray)) else str(n) for n in names]
 
 
+#: Sizes of the official archives, for the checksum message only (a truncated
+#: download is the usual cause of a mismatch).
+_ARCHIVE_SIZES = {"cifar-10-python.tar.gz": 170_498_071, "cifar-100-python.tar.gz": 169_001_437}
+
+_OFFLINE_HINT = ("The 'digits' data set (scikit-learn's bundled handwritten digits) needs no download: "
+                 "it runs offline (e.g. load_dataset('digits')).")
+
+
 def _not_available(spec: _CifarSpec, root: Path, root_source: str, missing: Sequence[str], why: str) -> str:
     folder = (root / spec.base_folder).resolve()
     files = ", ".join(spec.train_files + spec.test_files + (spec.meta_file,))
@@ -409,11 +429,104 @@ def _not_available(spec: _CifarSpec, root: Path, root_source: str, missing: Sequ
         f"The files must be in {folder}/ ({files}).\n"
         "To fetch them by hand on a machine with network access:\n"
         f"  curl -LO {spec.url}        # md5 {spec.tgz_md5}\n"
-        f"  tar xzf {spec.filename} -C {root.resolve()}\n"
+        f"then put {spec.filename} in {root.resolve()}/ (checked and unpacked on the next run, no network "
+        "needed),\n"
+        f"or unpack it there yourself: tar xzf {spec.filename} -C {root.resolve()}\n"
         f"or point ${ENV_VAR} (or root=...) at a directory that holds {spec.base_folder}/.\n"
-        "The 'digits' data set (scikit-learn's bundled handwritten digits) needs no download: "
-        "it runs offline (e.g. load_dataset('digits'))."
+        f"{_OFFLINE_HINT}"
     )
+
+
+def _root_fix(root_source: str, suggestion: str) -> str:
+    """The line telling the user what to set instead of an unusable data root."""
+    if root_source == "the root argument":
+        return f"Pass root= a folder instead (created when missing), e.g. root={suggestion!r}."
+    if root_source == f"${ENV_VAR}":
+        return (f"Set ${ENV_VAR} to a folder instead (created when missing), e.g. export {ENV_VAR}={suggestion}, "
+                "or unset it to use the default <repo>/data.")
+    return f"Set ${ENV_VAR} (or pass root=...) to a folder (created when missing), e.g. export {ENV_VAR}={suggestion}."
+
+
+def _check_root_is_folder(spec: _CifarSpec, root: Path, root_source: str) -> None:
+    """Raise :class:`DataRootError` when ``root``, or the closest of its ancestors that
+    exists, is a file: mkdir would fail with a bare ``FileExistsError``."""
+    blocker = root if root.exists() else next((p for p in root.parents if p.exists()), None)
+    if blocker is None or blocker.is_dir():
+        return
+    blocker = blocker.resolve()
+    if blocker == root.resolve():
+        what = "it is a file, not a folder"
+    else:
+        what = f"it cannot be created: its parent {blocker} is a file, not a folder"
+    raise DataRootError(
+        f"{spec.title} cannot use the data root {root} (from {root_source}): {what}.\n"
+        f"  The data root must be a folder: {spec.title} is read from <root>/{spec.base_folder}/ "
+        f"(and downloaded there, via <root>/{spec.filename}).\n"
+        f"  {_root_fix(root_source, str(blocker.parent))}\n"
+        f"{_OFFLINE_HINT}"
+    )
+
+
+def _prepare_root(spec: _CifarSpec, root: Path, root_source: str) -> None:
+    """Create ``root`` when missing and check it is writable (an archive is about to be
+    downloaded or unpacked there); :class:`DataRootError` naming it otherwise."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # permission, read-only file system, a file in the way...
+        problem = f"it does not exist and cannot be created ({type(exc).__name__}: {exc})"
+    else:
+        if os.access(root, os.W_OK | os.X_OK):
+            return
+        problem = "it exists but this user cannot write to it"
+    raise DataRootError(
+        f"{spec.title} cannot use the data root {root} (from {root_source}): {problem}.\n"
+        f"  {spec.title} is downloaded to <root>/{spec.filename} and unpacked into <root>/{spec.base_folder}/, "
+        "so the data root must be a folder this user can write.\n"
+        f"  {_root_fix(root_source, str(Path.home() / 'adapt-data'))}\n"
+        f"{_OFFLINE_HINT}"
+    )
+
+
+def _check_archive(spec: _CifarSpec, archive: Path) -> None:
+    """A hand-placed (or left over) official archive: its md5 must be the official one,
+    else :class:`ChecksumMismatch` saying what was found and what to do."""
+    try:
+        actual, size = _md5(archive), archive.stat().st_size
+    except OSError as exc:
+        raise DatasetNotAvailable(
+            f"{spec.title}: the archive {archive.resolve()} is present but cannot be read "
+            f"({type(exc).__name__}: {exc}).\n"
+            f"  Fix its permissions, or delete it and place the official archive ({spec.url}, md5 {spec.tgz_md5}).\n"
+            f"{_OFFLINE_HINT}"
+        ) from exc
+    if actual == spec.tgz_md5:
+        return
+    official = _ARCHIVE_SIZES.get(spec.filename)
+    size_note = ""
+    if official is not None and size != official:
+        size_note = (f" The official archive is {official:,} bytes"
+                     + (": this one is truncated (an interrupted download?)." if size < official else "."))
+    archive = archive.resolve()
+    raise ChecksumMismatch(
+        f"{spec.title}: the archive {archive} is not the official one: it is {size:,} bytes with md5 {actual}, "
+        f"expected md5 {spec.tgz_md5}.{size_note}\n"
+        "  It was neither unpacked nor downloaded over.  Either\n"
+        f"  - delete it and place the official archive there: curl -L -o {archive} {spec.url}\n"
+        f"  - or delete it (rm {archive}) and run again with network access to let it download.\n"
+        f"{_OFFLINE_HINT}"
+    )
+
+
+def _extract_archive(archive: Path, root: Path) -> None:
+    """Unpack a local archive into ``root`` (no network access).  Module-level so that
+    tests can replace it."""
+    import tarfile
+
+    with tarfile.open(archive, "r:*") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: no paths outside root
+            tar.extractall(root, filter="data")
+        else:
+            tar.extractall(root)
 
 
 def load_cifar(
@@ -427,28 +540,51 @@ def load_cifar(
     """CIFAR-10 or CIFAR-100 (fine labels) as ``(train, test)`` uint8 data sets on CPU.
 
     ``root``: the download cache (default :func:`default_root`); the files live in
-    ``root/cifar-10-batches-py/`` or ``root/cifar-100-python/``.  Missing files are
-    downloaded (official archive, md5 checked) when ``download`` is true.
+    ``root/cifar-10-batches-py/`` or ``root/cifar-100-python/``.  When files are
+    missing, an official archive already in ``root`` (``cifar-10-python.tar.gz`` /
+    ``cifar-100-python.tar.gz``, e.g. copied there by hand) is md5-checked and
+    unpacked without network access (also with ``download=False``); one with another
+    md5 raises :class:`ChecksumMismatch` (found and expected md5, size, what to do).
+    Without an archive, the files are downloaded (official archive, md5 checked)
+    when ``download`` is true.
     ``verify``: check each file's md5 against ``md5s`` (default: the official table
     of :func:`cifar_md5s`); a mismatch raises :class:`ChecksumMismatch` naming the file.
+
+    Errors are :class:`DatasetNotAvailable` with the whole explanation in ``str(exc)``:
+    where the files must go, how to fetch them, and that ``digits`` runs offline.  A
+    root that is a file, or that cannot be created or written, raises
+    :class:`DataRootError` (a subclass) naming the setting it came from.
     """
     spec = _cifar_spec(name)
     root, root_source = _resolve_root(root)
+    _check_root_is_folder(spec, root, root_source)
     folder = root / spec.base_folder
     needed = spec.train_files + spec.test_files + (spec.meta_file,)
     missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
-        if not download:
+        archive = root / spec.filename
+        if archive.is_file():
+            _check_archive(spec, archive)
+            _prepare_root(spec, root, root_source)
+            try:
+                _extract_archive(archive, root)
+            except Exception as exc:  # disk full, a damaged file with the right md5...
+                why = f"unpacking {archive.resolve()} failed ({type(exc).__name__}: {exc})"
+                raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, why)) from exc
+            source = f"the archive {archive.resolve()}"
+        elif not download:
             raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, "download=False"))
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            _download_archive(spec.url, root, spec.filename, spec.tgz_md5)
-        except Exception as exc:  # no network, proxy, disk full, bad archive...
-            why = f"the download from {spec.url} failed ({type(exc).__name__}: {exc})"
-            raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, why)) from exc
+        else:
+            _prepare_root(spec, root, root_source)
+            try:
+                _download_archive(spec.url, root, spec.filename, spec.tgz_md5)
+            except Exception as exc:  # no network, proxy, disk full, bad archive...
+                why = f"the download from {spec.url} failed ({type(exc).__name__}: {exc})"
+                raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, why)) from exc
+            source = f"the archive from {spec.url}"
         missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
-            why = f"the archive from {spec.url} did not contain them"
+            why = f"{source} did not contain them"
             raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, why))
 
     if verify:
@@ -460,8 +596,10 @@ def load_cifar(
             if actual != table[f]:
                 raise ChecksumMismatch(
                     f"{folder / f}: md5 {actual} differs from the expected {table[f]}; the file is corrupt "
-                    f"or not the official {spec.title}. Delete {folder} (and {root / spec.filename}) and "
-                    f"download again from {spec.url}."
+                    f"or not the official {spec.title}.\n"
+                    f"  Delete {folder} (and {root / spec.filename}) and download again from {spec.url} "
+                    f"(or place the official archive, md5 {spec.tgz_md5}, in {root}).\n"
+                    f"{_OFFLINE_HINT}"
                 )
 
     classes = _class_names(folder / spec.meta_file, spec.names_key)

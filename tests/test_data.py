@@ -323,6 +323,206 @@ def test_default_root_is_repo_data(monkeypatch):
     assert default_root() == Path(data.__file__).resolve().parents[1] / "data"
 
 
+# ============================================================================ archive placed by hand, unusable roots
+ARCHIVES = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py"),
+            "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python")}
+
+
+def assert_complete(exc: BaseException) -> str:
+    """The whole explanation is in str(exc), including the offline alternative."""
+    msg = str(exc)
+    assert isinstance(exc, DatasetNotAvailable) and msg == exc.args[0]
+    assert "'digits'" in msg and "offline" in msg
+    return msg
+
+
+def write_archive(src: Path, name: str, dest: Path, members=None) -> tuple[dict, str]:
+    """A tar.gz of a fixture CIFAR folder (its official layout: one top-level folder);
+    ``members``: only these files of it.  Returns the fixture and the archive's md5."""
+    import tarfile
+
+    fx = write_cifar(src, name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w:gz") as tar:
+        if members is None:
+            tar.add(fx["folder"], arcname=fx["folder"].name)
+        else:
+            for m in members:
+                tar.add(fx["folder"] / m, arcname=f"{fx['folder'].name}/{m}")
+    return fx, hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+def expect_archive_md5(monkeypatch, md5: str) -> None:
+    """The seam: the spec table's archive md5 (torchvision's) replaced by the fixture's."""
+    import dataclasses
+
+    real = data._cifar_spec
+    monkeypatch.setattr(data, "_cifar_spec", lambda name: dataclasses.replace(real(name), tgz_md5=md5))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("download", [True, False])
+def test_placed_archive_with_wrong_md5_is_reported_not_downloaded_over(tmp_path, offline, name, download):
+    filename, folder = ARCHIVES[name]
+    archive = tmp_path / filename
+    archive.write_bytes(b"<html>403 Forbidden</html>" * 40)  # e.g. a proxy's error page saved as the archive
+    found = hashlib.md5(archive.read_bytes()).hexdigest()
+    with pytest.raises(ChecksumMismatch) as err:
+        load_cifar(name, tmp_path, download=download)
+    msg = assert_complete(err.value)
+    spec = data._cifar_spec(name)
+    assert str(archive.resolve()) in msg and f"{archive.stat().st_size:,} bytes" in msg
+    assert found in msg and spec.tgz_md5 in msg and found != spec.tgz_md5
+    assert "truncated" in msg and f"{data._ARCHIVE_SIZES[filename]:,} bytes" in msg
+    assert "delete" in msg and spec.url in msg and "let it download" in msg
+    assert offline == []  # torchvision's downloader would have tried to fetch it again
+    assert archive.exists() and not (tmp_path / folder).exists()  # nothing touched
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_placed_archive_with_right_md5_is_unpacked_without_network(tmp_path, offline, monkeypatch, download):
+    root = tmp_path / "data"
+    fx, md5 = write_archive(tmp_path / "src", "cifar10", root / "cifar-10-python.tar.gz")
+    expect_archive_md5(monkeypatch, md5)
+    train, test = load_cifar("cifar10", root, download=download, md5s=fx["md5s"])
+    check_coded(train, fx["train_ids"], fx["train_labels"], fx["classes"], "cifar10")
+    check_coded(test, fx["test_ids"], fx["test_labels"], fx["classes"], "cifar10")
+    assert offline == []
+    assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(fx["md5s"])
+    # unpacked once: a second load reads the folder (the archive could go)
+    (root / "cifar-10-python.tar.gz").unlink()
+    assert len(load_cifar("cifar10", root, download=download, md5s=fx["md5s"])[0]) == 20
+
+
+def test_placed_cifar100_archive_is_unpacked_through_load_dataset(tmp_path, offline, monkeypatch):
+    fx, md5 = write_archive(tmp_path / "src", "cifar100", tmp_path / "root" / "cifar-100-python.tar.gz")
+    expect_archive_md5(monkeypatch, md5)
+    monkeypatch.setenv("ADAPT_DATA", str(tmp_path / "root"))
+    train, _ = load_dataset("cifar100", md5s=fx["md5s"])
+    check_coded(train, fx["train_ids"], fx["train_labels"], fx["classes"], "cifar100")
+    assert offline == []
+
+
+def test_placed_archive_missing_files_names_the_archive(tmp_path, offline, monkeypatch):
+    archive = tmp_path / "root" / "cifar-10-python.tar.gz"
+    _, md5 = write_archive(tmp_path / "src", "cifar10", archive, members=["batches.meta", "data_batch_1"])
+    expect_archive_md5(monkeypatch, md5)
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_cifar("cifar10", tmp_path / "root")
+    msg = assert_complete(err.value)
+    assert f"the archive {archive.resolve()} did not contain them" in msg
+    assert "Missing from" in msg and "data_batch_2" in msg and "test_batch" in msg
+    assert offline == []
+
+
+def test_unreadable_placed_archive_says_so(tmp_path, offline, monkeypatch):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"x")
+
+    def unreadable(path, chunk=0):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "_md5", unreadable)
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_cifar("cifar10", tmp_path)
+    msg = assert_complete(err.value)
+    assert str(archive.resolve()) in msg and "cannot be read" in msg and "Permission denied" in msg
+    assert offline == []
+
+
+def test_placed_archive_that_cannot_be_unpacked(tmp_path, offline, monkeypatch):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"not a gzip stream")
+    expect_archive_md5(monkeypatch, hashlib.md5(b"not a gzip stream").hexdigest())
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_cifar("cifar10", tmp_path)
+    msg = assert_complete(err.value)
+    assert f"unpacking {archive.resolve()} failed" in msg and "ReadError" in msg
+    assert offline == []
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_root_argument_that_is_a_file(tmp_path, offline, download):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a folder")
+    with pytest.raises(data.DataRootError) as err:
+        load_cifar("cifar10", path, download=download)
+    msg = assert_complete(err.value)
+    assert f"{path} (from the root argument)" in msg and "is a file, not a folder" in msg
+    assert f"root={str(tmp_path)!r}" in msg  # what to pass instead: the folder that holds it
+    assert not isinstance(err.value.__cause__, FileExistsError) and offline == []
+
+
+def test_adapt_data_that_is_a_file(tmp_path, offline, monkeypatch):
+    """The usual slip: $ADAPT_DATA set to the archive itself instead of its folder."""
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"x")
+    monkeypatch.setenv("ADAPT_DATA", str(archive))
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_dataset("cifar10")
+    msg = assert_complete(err.value)
+    assert isinstance(err.value, data.DataRootError)
+    assert f"{archive} (from $ADAPT_DATA)" in msg and "is a file, not a folder" in msg
+    assert f"export ADAPT_DATA={tmp_path}" in msg and "unset it" in msg
+    assert offline == []
+
+
+def test_root_below_a_file_names_the_file(tmp_path, offline, monkeypatch):
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    monkeypatch.setenv("ADAPT_DATA", str(blocker / "cifar"))
+    with pytest.raises(data.DataRootError) as err:
+        load_cifar("cifar10")
+    msg = assert_complete(err.value)
+    assert f"{blocker / 'cifar'} (from $ADAPT_DATA)" in msg
+    assert f"its parent {blocker.resolve()} is a file, not a folder" in msg and "ADAPT_DATA=" in msg
+
+
+def test_root_that_cannot_be_created(tmp_path, offline, monkeypatch):
+    locked = tmp_path / "locked" / "data"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(data.DataRootError) as err:
+        load_cifar("cifar10", locked)
+    msg = assert_complete(err.value)
+    assert f"{locked} (from the root argument)" in msg and "cannot be created" in msg
+    assert "PermissionError" in msg and "Permission denied" in msg and "root=" in msg
+    assert offline == []
+
+
+def test_root_that_cannot_be_written(tmp_path, offline, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(data.os, "access", lambda p, mode, **kw: False if Path(p) == tmp_path
+                        else real_access(p, mode, **kw))
+    monkeypatch.setenv("ADAPT_DATA", str(tmp_path))
+    with pytest.raises(data.DataRootError) as err:
+        load_cifar("cifar100")
+    msg = assert_complete(err.value)
+    assert f"{tmp_path} (from $ADAPT_DATA)" in msg and "cannot write" in msg and "export ADAPT_DATA=" in msg
+    assert offline == []
+
+
+def test_every_not_available_message_is_complete(tmp_path, offline):
+    """download=False, a failed download, a corrupt batch file: each explains itself in str()."""
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_cifar("cifar10", tmp_path, download=False)
+    assert "download=False" in assert_complete(err.value)
+    with pytest.raises(DatasetNotAvailable) as err:
+        load_cifar("cifar10", tmp_path)
+    assert "name resolution" in assert_complete(err.value)
+    write_cifar(tmp_path, "cifar10")
+    with pytest.raises(ChecksumMismatch) as err:
+        load_cifar("cifar10", tmp_path)
+    msg = assert_complete(err.value)
+    assert "data_batch_1" in msg and data._cifar_spec("cifar10").tgz_md5 in msg
+
+
 # ============================================================================ registry
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as err:

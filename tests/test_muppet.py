@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import math
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -535,9 +537,10 @@ def test_static_schedule_validation():
     with pytest.raises(ValueError):
         MuppetPolicy(resolution=0)
     assert MuppetPolicy(schedule=(8, 12, -1)).schedule == [8, 12, 32]
-    cfg = ExperimentConfig(method="muppet", policy={"resolution": 3, "bogus": 1})
-    with pytest.raises(ValueError, match="bogus"):
-        MuppetPolicy.from_config(cfg)
+    with pytest.raises(ValueError, match="bogus"):  # the config rejects it at construction already
+        ExperimentConfig(method="muppet", policy={"resolution": 3, "bogus": 1})
+    with pytest.raises(ValueError, match="bogus"):  # and so does the policy, given a config that got past
+        MuppetPolicy.from_config(types.SimpleNamespace(policy={"resolution": 3, "bogus": 1}, lr=0.1))
 
 
 def test_named_configs_build():
