@@ -6,7 +6,11 @@ matplotlib's global style (a seaborn ``whitegrid`` style is applied inside each
 function only), and :func:`save_figure` writes the PNG and PDF files.  The figures
 are made without pyplot (``matplotlib.figure.Figure``), so a notebook that draws one
 figure per run accumulates no open pyplot figures and nothing is shown twice: a
-Jupyter cell shows a figure when it is the cell's value or passed to ``display``.  What is drawn
+Jupyter cell shows a figure when it is the cell's value or passed to ``display``.
+:func:`save_figure` writes into :func:`adapt.paths.figures_root` unless told
+otherwise (``$ADAPT_FIGURES``, else ``<repo>/figures``), whatever the working
+directory, and its files are byte-for-byte the same for the same figure (no dates or
+software tags in the PNG and PDF metadata).  What is drawn
 (../shared/reference/method.md §3):
 
 Teaching figures (notebook 01)
@@ -28,9 +32,19 @@ Per run (notebook 21)
     :func:`word_length_bars` -- how many tensors end below each word-length threshold;
     :func:`muppet_trace_figure` -- MuPPET's precision per epoch with its
     gradient-diversity ratio, threshold, violations and switches;
-    :func:`curves_figure` -- accuracy and loss per epoch of several runs.
+    :func:`curves_figure` -- accuracy and loss per epoch of several runs (losses on a
+    log axis; the note under it says what the training loss contains).
 Tables (README)
     :func:`results_bar_figure` -- a results-table column as grouped bars.
+Nothing to draw
+    :func:`placeholder_figure` -- a figure that says why it is empty (a profile with no
+    completed run).
+
+Methods and arms.  Each method has its colour (:data:`METHOD_COLORS`), the two float32
+baselines included: ``float32`` is AdaPT's baseline, ``float32-muppet`` MuPPET's (a
+run's method is the method segment of its config name, :func:`run_method`).  AdaPT's
+corrected heuristic is an arm of its own (:func:`arm_color`, :func:`arm_name`), so the
+reference and corrected runs are never averaged into one bar or one colour.
 
 Conventions.  The x axis of per-epoch plots is the number of epochs completed
 (a record's 0-based ``epoch`` plus one), so it lines up with the trace's float
@@ -63,6 +77,11 @@ __all__ = [
     "STYLE",
     "method_name",
     "method_color",
+    "run_method",
+    "arm_name",
+    "arm_color",
+    "train_loss_note",
+    "placeholder_figure",
     "run_title",
     "METHOD_COLORS",
     "TRACE_KEYS",
@@ -94,10 +113,14 @@ STYLE = "whitegrid"
 #: One colour per method (seaborn's colour-blind palette), used by every multi-run figure.
 METHOD_COLORS = {
     "float32": "#0173b2",
+    "float32-muppet": "#56b4e9",
     "muppet": "#de8f05",
     "adapt": "#029e73",
     "fixed": "#cc78bc",
 }
+
+#: Colours of the arms that are not a method's default variant.
+ARM_COLORS = {("adapt", "corrected"): "#ca9161"}
 _FALLBACK_COLORS = ("#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9", "#d55e00")
 
 #: The per-tensor series of a trace that the heatmaps know, with their colour-bar labels.
@@ -113,7 +136,9 @@ TRACE_KEYS = {
 #: The word-length thresholds of the official stacked bar chart (notebooks/vis.ipynb).
 WL_THRESHOLDS = (32, 28, 24, 22, 20, 18, 16, 14, 12)
 
-_METHOD_NAMES = {"float32": "float32", "muppet": "MuPPET", "adapt": "AdaPT", "fixed": "fixed"}
+_METHOD_NAMES = {"float32": "float32", "float32-muppet": "float32 (MuPPET's)", "muppet": "MuPPET", "adapt": "AdaPT",
+                 "fixed": "fixed"}
+_ARM_NAMES = {"float32": "float32 (AdaPT's baseline)", "float32-muppet": "float32 (MuPPET's baseline)"}
 _MODEL_NAMES = {"alexnet_cifar": "AlexNet", "resnet20": "ResNet-20"}
 _DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "emnist": "EMNIST", "mnist": "MNIST",
                   "fmnist": "Fashion-MNIST", "digits": "digits", "synthetic": "synthetic"}
@@ -153,6 +178,63 @@ def method_color(method: Optional[str]) -> str:
     if method in METHOD_COLORS:
         return METHOD_COLORS[method]
     return _FALLBACK_COLORS[sum(map(ord, str(method))) % len(_FALLBACK_COLORS)]
+
+
+def run_method(record: Mapping) -> Optional[str]:
+    """The method segment of the record's config name (``float32-muppet`` stays apart from ``float32``)."""
+    from .tables import run_method as _run_method
+
+    return _run_method(record)
+
+
+def arm_name(method: Optional[str], variant: Optional[str] = None) -> str:
+    """Legend label of a method and AdaPT variant: ``"float32 (AdaPT's baseline)"``, ``"float32 (MuPPET's
+    baseline)"``, ``"MuPPET"``, ``"AdaPT (reference)"``, ``"AdaPT (corrected)"`` (the variant is shown for
+    AdaPT only: it is AdaPT's heuristic variant)."""
+    if method == "adapt" and variant:
+        return f"AdaPT ({variant})"
+    return _ARM_NAMES.get(method, method_name(method))
+
+
+def arm_color(method: Optional[str], variant: Optional[str] = None) -> str:
+    """The colour of a method, or of AdaPT's corrected variant (:data:`ARM_COLORS`)."""
+    return ARM_COLORS.get((method, variant), method_color(method))
+
+
+def _arm_rank(arm) -> tuple:
+    method, variant = arm
+    order = list(METHOD_COLORS)
+    return (order.index(method) if method in order else len(order), str(method), variant != "reference",
+            str(variant))
+
+
+def train_loss_note(records) -> str:
+    """What the recorded ``train_loss`` of these runs contains, read off their configs.
+
+    The training loop (:func:`adapt.train.run`) records the mean over an epoch's
+    training batches of the loss it back-propagates: cross-entropy plus
+    ``l1_decay * sum|p|`` over all parameters when ``l1_decay > 0``.  AdaPT's precision
+    penalty (``adapt.heuristic``) is not part of it: the policy adds it only to the
+    loss its strategy rule compares.  Validation and test losses are cross-entropy.
+    """
+    records = _as_records(records)
+    l1 = {}
+    adapt = False
+    for r in records:
+        cfg = _cfg(r)
+        method = run_method(r)
+        adapt = adapt or method == "adapt"
+        decay = _float(cfg.get("l1_decay"))
+        if np.isfinite(decay) and decay > 0:
+            l1.setdefault(arm_name(method), decay)
+    if l1:
+        which = ", ".join(f"{k}: l1_decay = {v:g}" for k, v in l1.items())
+        text = f"train loss = cross-entropy + l1_decay·Σ|w| over all parameters ({which}; other runs: no L1 term)"
+    else:
+        text = "train loss = cross-entropy (no L1 term in these runs)"
+    if adapt:
+        text += "; AdaPT's precision penalty is not included"
+    return text + "; val/test loss = cross-entropy."
 
 
 def _cfg(record: Mapping) -> dict:
@@ -243,18 +325,24 @@ def _edges(x: np.ndarray) -> np.ndarray:
 
 
 # ======================================================================= saving
-def save_figure(fig, name: str, directory="figures", formats: Sequence[str] = ("png", "pdf"),
+def save_figure(fig, name: str, directory=None, formats: Sequence[str] = ("png", "pdf"),
                 dpi: int = 150) -> list:
     """Write ``fig`` as ``<directory>/<name>.png`` (``dpi``) and ``.pdf``; return the paths.
 
-    Each file is written to a temporary file in the same directory and then renamed
-    over the target, so a reader never sees half a figure.  Creation dates and the
-    software tag are left out of the metadata, so re-running a notebook on the same
-    records gives the same files.
+    ``directory``: ``None`` is :func:`adapt.paths.figures_root` (``$ADAPT_FIGURES``, else
+    ``<repo>/figures``); a relative path is taken relative to the repository, an
+    absolute one as is (:func:`adapt.paths.resolve`).  Each file is written to a
+    temporary file in the same directory and then renamed over the target, so a reader
+    never sees half a figure.  Creation dates and the software tag are left out of the
+    metadata (PDF ``CreationDate``/``Producer``/``Creator``, PNG ``Software``, SVG
+    ``Date``), so the same figure gives byte-identical files and re-running a notebook on
+    the same records leaves them unchanged.
     """
+    from .paths import figures_root
+
     if not name or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"name must be a plain file stem, got {name!r}")
-    directory = Path(directory)
+    directory = figures_root(directory)
     directory.mkdir(parents=True, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)
@@ -1020,33 +1108,42 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None):
 
 # ======================================================================= learning curves
 def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_loss: bool = True,
-                  show_lr: bool = False, title: Optional[str] = None):
-    """Accuracy and loss per epoch of several runs: one colour per method, one line style per split.
+                  show_lr: bool = False, title: Optional[str] = None, log_loss: bool = True):
+    """Accuracy and loss per epoch of several runs: one colour per arm, one line style per split.
 
-    Panels: accuracy (``<split>_acc``), loss (``<split>_loss``, plus ``train_loss``
-    dotted when ``show_train_loss``; the training loss includes the regularizers and
-    AdaPT's precision penalty, the others are plain cross-entropy) and, with ``show_lr``, the learning rate (log
-    scale; the official ``utils/vis.py`` third panel).  Several runs of one method
-    (seeds, folds) share its colour; the legend lists methods and splits once.
-    Missing fields (a run without a validation split) are skipped.
+    An arm is a method (:func:`run_method`: AdaPT's float32 baseline ``float32`` and
+    MuPPET's ``float32-muppet`` have a colour and a legend entry each) and, for AdaPT,
+    its heuristic variant (:func:`arm_name`, :func:`arm_color`).  Panels: accuracy
+    (``<split>_acc``), loss (``<split>_loss``, plus ``train_loss`` dotted when
+    ``show_train_loss``) and, with ``show_lr``, the learning rate (log scale; the
+    official ``utils/vis.py`` third panel).  ``log_loss`` puts the losses on a log axis
+    (labelled so), so that one early spike does not flatten every other curve.  The note
+    under the panels (:func:`train_loss_note`) says what the training loss contains:
+    the loop's loss, cross-entropy plus the L1 term where a run has one, without AdaPT's
+    precision penalty.  Several runs of one arm (seeds, folds) share its colour; the
+    legend lists arms and splits once.  Missing fields (a run without a validation
+    split) are skipped.
     """
+    import textwrap
+
     from matplotlib.lines import Line2D
 
     records = _as_records(records)
     styles = {"test": "-", "val": "--", "train": ":"}
     n = 3 if show_lr else 2
     with _styled():
-        fig, axes = _new_figure(1, n, figsize=(5 * n, 3.8))
+        fig, axes = _new_figure(1, n, figsize=(5 * n, 4.2))
         axes = axes[0]
-        methods, used_splits = [], set()
+        arms, used_splits = [], set()
         for r in records:
-            method = _cfg(r).get("method")
-            color = method_color(method)
+            method = run_method(r)
+            arm = (method, (_cfg(r).get("variant") or "reference") if method == "adapt" else "reference")
+            color = arm_color(*arm)
             eps = [e for e in r.get("epochs", []) if "epoch" in e]
             if not eps:
                 continue
-            if method not in methods:
-                methods.append(method)
+            if arm not in arms:
+                arms.append(arm)
             x = np.array([e["epoch"] for e in eps], dtype=float) + 1.0
             series = [(axes[0], f"{s}_acc", s) for s in splits] + [(axes[1], f"{s}_loss", s) for s in splits]
             if show_train_loss:
@@ -1064,7 +1161,12 @@ def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_l
         axes[0].set_title("Accuracy")
         axes[0].set_ylabel("top-1 accuracy")
         axes[1].set_title("Loss")
-        axes[1].set_ylabel("loss")
+        positive = [line.get_ydata() for line in axes[1].get_lines()]
+        if log_loss and positive and all(np.nanmin(np.where(np.isfinite(y), y, np.nan)) > 0 for y in positive):
+            axes[1].set_yscale("log")
+            axes[1].set_ylabel("loss (log scale)")
+        else:
+            axes[1].set_ylabel("loss")
         if show_lr:
             axes[2].set_title("Learning rate")
             axes[2].set_ylabel("lr")
@@ -1072,15 +1174,33 @@ def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_l
                 axes[2].set_yscale("log")
         for ax in axes:
             ax.set_xlabel("epoch")
-        order = list(METHOD_COLORS)
-        methods.sort(key=lambda m: (order.index(m) if m in order else len(order), str(m)))
-        handles = [Line2D([], [], color=method_color(m), lw=2, label=method_name(m)) for m in methods]
+        arms.sort(key=_arm_rank)
+        handles = [Line2D([], [], color=arm_color(*a), lw=2, label=arm_name(a[0], a[1] if a[0] == "adapt" else None))
+                   for a in arms]
         handles += [Line2D([], [], color="0.3", ls=styles[s], label=s) for s in ("test", "val", "train")
                     if s in used_splits]
         if handles:
             axes[0].legend(handles=handles, fontsize=8)
+        if show_train_loss and "train" in used_splits:
+            fig.supxlabel("\n".join(textwrap.wrap(train_loss_note(records), 150)), fontsize=8, color="0.3")
         if title:
             fig.suptitle(title)
+    return fig
+
+
+# ======================================================================= nothing to draw
+def placeholder_figure(message: str, title: Optional[str] = None, figsize=(6.0, 2.4)):
+    """A figure that only says ``message`` (e.g. "no completed runs in the quick profile"), for a
+    notebook that must save *something* under a figure's name rather than leave an old file there."""
+    import textwrap
+
+    fig, axes = _new_figure(figsize=figsize)
+    ax = axes[0, 0]
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(str(message), 60)), ha="center", va="center", fontsize=10,
+            color="0.3", transform=ax.transAxes)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
     return fig
 
 
@@ -1088,8 +1208,13 @@ def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_l
 def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("model", "dataset"),
                        hue: str = "method", error: Optional[str] = None, ylabel: Optional[str] = None,
                        reference: Optional[float] = None, annotate: bool = True, fmt: str = "{:.3g}",
-                       title: Optional[str] = None):
+                       title: Optional[str] = None, variant: Optional[str] = "variant"):
     """Grouped bars of one column of a results table: groups ``by`` (model x dataset), one bar per ``hue``.
+
+    With ``hue="method"`` and a ``variant`` column, AdaPT's reference and corrected runs
+    are separate bars ("AdaPT (reference)", "AdaPT (corrected)"); the two float32
+    baselines have their own colours and labels (:func:`arm_name`).  An empty frame
+    gives a :func:`placeholder_figure`.
 
     Several rows per (group, hue) -- seeds, folds -- are averaged and their standard
     deviation drawn as the error bar; ``error`` names a column of precomputed
@@ -1103,10 +1228,18 @@ def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("mod
     missing = [c for c in (*by, hue, value) if c not in frame.columns]
     if missing:
         raise KeyError(f"results frame lacks column(s) {missing}")
+    if frame.empty:
+        return placeholder_figure(f"no rows to draw: {value} is empty", title=title or value)
     frame = frame.assign(_v=pd.to_numeric(frame[value], errors="coerce"))
     frame["_group"] = frame[list(by)].astype(str).agg(" ".join, axis=1) if by else ""
     groups = list(dict.fromkeys(frame["_group"]))
-    hues = list(dict.fromkeys(frame[hue]))
+    arms = hue == "method" and variant is not None and variant in frame.columns
+    if arms:  # AdaPT's variants are bars of their own, never averaged together
+        frame[hue] = [(m, v if m == "adapt" else "reference")
+                      for m, v in zip(frame["method"], frame[variant].fillna("reference"))]
+        hues = sorted(dict.fromkeys(frame[hue]), key=_arm_rank)
+    else:
+        hues = list(dict.fromkeys(frame[hue]))
     width = 0.8 / max(len(hues), 1)
     with _styled():
         fig, axes = _new_figure(figsize=(max(5.0, 1.6 * len(groups) + 2), 4))
@@ -1122,9 +1255,13 @@ def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("mod
                     errs.append(sel["_v"].std(ddof=1) if len(sel) > 1 else np.nan)
             xs = np.arange(len(groups)) - 0.4 + width * (k + 0.5)
             errs = np.asarray(errs, dtype=float)
-            bars = ax.bar(xs, means, width * 0.95,
-                          color=method_color(h) if hue == "method" else _sequential(k, len(hues), "tab10"),
-                          label=method_name(h) if hue == "method" else str(h),
+            if arms:
+                color, label = arm_color(*h), arm_name(h[0], h[1] if h[0] == "adapt" else None)
+            elif hue == "method":
+                color, label = method_color(h), method_name(h)
+            else:
+                color, label = _sequential(k, len(hues), "tab10"), str(h)
+            bars = ax.bar(xs, means, width * 0.95, color=color, label=label,
                           yerr=None if not np.isfinite(errs).any() else np.nan_to_num(errs), capsize=3)
             if annotate:
                 ax.bar_label(bars, labels=["" if not np.isfinite(m) else fmt.format(m) for m in means],

@@ -132,6 +132,35 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
         plots.save_figure(fig, "a/b", directory=tmp_path)
 
 
+def test_saved_figures_are_byte_identical_and_carry_no_date(tmp_path):
+    """Saving the same figure twice gives the same bytes: no date or software tag in PDF or PNG metadata."""
+    import time
+
+    records = [named(float32_record(0), "float32"), named(tiny_record(), "adapt", l1_decay=1e-4)]
+    first = plots.save_figure(plots.curves_figure(records), "curves", tmp_path / "a")
+    time.sleep(1.1)  # a different second: a PDF CreationDate would differ
+    second = plots.save_figure(plots.curves_figure(records), "curves", tmp_path / "b")
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    pdf, png = first[1].read_bytes(), first[0].read_bytes()
+    assert b"CreationDate" not in pdf and b"ModDate" not in pdf and b"Producer" not in pdf
+    assert b"tIME" not in png and b"Software" not in png
+
+
+def test_save_figure_default_directory_is_figures_root(tmp_path, monkeypatch):
+    """No directory: adapt.paths.figures_root() ($ADAPT_FIGURES, else <repo>/figures), whatever the cwd."""
+    from adapt import paths
+
+    target = tmp_path / "env-figures"
+    monkeypatch.setenv("ADAPT_FIGURES", str(target))
+    monkeypatch.chdir(tmp_path)
+    saved = plots.save_figure(plots.placeholder_figure("x"), "default-dir")
+    assert [p.parent for p in saved] == [target, target]
+    assert not (tmp_path / "figures").exists()
+    monkeypatch.delenv("ADAPT_FIGURES")
+    assert paths.figures_root() == paths.repo_root() / "figures"
+
+
 def test_smooth_box_and_edges():
     y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert np.allclose(plots.smooth(y, 1), y)
@@ -422,7 +451,7 @@ def test_curves_figure():
     acc, loss = fig.axes
     assert acc.get_title() == "Accuracy" and loss.get_title() == "Loss"
     legend = [t.get_text() for t in acc.get_legend().get_texts()]
-    assert legend == ["float32", "MuPPET", "AdaPT", "test", "val", "train"]
+    assert legend == ["float32 (AdaPT's baseline)", "MuPPET", "AdaPT (reference)", "test", "val", "train"]
     # float32 seed 0: val + test; seed 1: test only (val None); MuPPET, AdaPT: val + test
     assert len(acc.get_lines()) == 2 + 1 + 2 + 2
     first = acc.get_lines()[0]
@@ -430,8 +459,49 @@ def test_curves_figure():
     assert np.allclose(first.get_ydata(), [e["val_acc"] for e in float32_record(0)["epochs"]])
     assert first.get_color() == plots.METHOD_COLORS["float32"]
     assert len(loss.get_lines()) == 7 + 4  # plus one train-loss curve per run
+    assert loss.get_yscale() == "log" and "log scale" in loss.get_ylabel()
     fig = plots.curves_figure(recs[:1], show_lr=True, show_train_loss=False)
     assert len(fig.axes) == 3 and fig.axes[2].get_yscale() == "log"
+    assert plots.curves_figure(recs[:1], log_loss=False).axes[1].get_yscale() == "linear"
+
+
+def named(record, method, variant="reference", l1_decay=0.0):
+    """``record`` as a run of a config named ``smoke/<method>/tiny/digits`` (config method float32 for both baselines)."""
+    r = dict(record)
+    r["name"] = f"smoke/{method}/tiny/digits"
+    r["config"] = {**record["config"], "name": r["name"], "method": "float32" if method.startswith("float32") else method,
+                   "variant": variant, "l1_decay": l1_decay}
+    return r
+
+
+def test_curves_figure_tells_the_two_float32_baselines_and_the_adapt_variants_apart():
+    recs = [named(float32_record(0), "float32"), named(float32_record(1), "float32-muppet"),
+            named(tiny_record(), "adapt", l1_decay=1e-4), named(tiny_record(), "adapt", "corrected", 1e-4)]
+    recs[1]["epochs"][0]["val_loss"] = 400.0  # a spike: on a log axis it does not flatten the rest
+    fig = plots.curves_figure(recs)
+    acc, loss = fig.axes
+    legend = {t.get_text(): h.get_color() for t, h in zip(acc.get_legend().get_texts(), acc.get_legend().legend_handles)}
+    assert list(legend)[:4] == ["float32 (AdaPT's baseline)", "float32 (MuPPET's baseline)", "AdaPT (reference)",
+                                "AdaPT (corrected)"]
+    assert len({legend[k] for k in list(legend)[:4]}) == 4  # four colours
+    assert acc.get_lines()[0].get_color() != acc.get_lines()[2].get_color()  # float32 vs float32-muppet lines
+    assert loss.get_yscale() == "log"
+    note = fig.get_supxlabel().replace("\n", " ")
+    assert "cross-entropy + l1_decay·Σ|w|" in note and "AdaPT: l1_decay = 0.0001" in note
+    assert "precision penalty is not included" in note
+    plain = plots.curves_figure([named(float32_record(0), "float32")]).get_supxlabel()
+    assert "no L1 term" in plain and "precision penalty" not in plain
+
+
+def test_train_loss_note_matches_what_the_training_loop_adds():
+    """The loop adds l1_decay * l1_penalty(model) to the cross-entropy and records that; no precision penalty."""
+    import inspect
+
+    from adapt import train
+
+    source = inspect.getsource(train)
+    assert "loss = loss + config.l1_decay * l1_penalty(model)" in source
+    assert "loss_penalty" not in source  # AdaPT's precision penalty never enters the recorded loss
 
 
 # --------------------------------------------------------------------------- results bars
@@ -450,6 +520,31 @@ def test_results_bar_figure():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["float32", "AdaPT"]
     with pytest.raises(KeyError):
         plots.results_bar_figure(frame, "speedup")
+
+
+def test_results_bar_figure_keeps_adapt_variants_and_float32_baselines_apart():
+    """The smoke figure averaged AdaPT's reference (63.19) and corrected (34.58) runs into one 48.9 bar."""
+    frame = pd.DataFrame({
+        "model": ["alexnet_cifar"] * 6, "dataset": ["digits"] * 6,
+        "method": ["float32", "float32-muppet", "adapt", "adapt", "adapt", "adapt"],
+        "variant": ["reference"] * 2 + ["reference", "reference", "corrected", "corrected"],
+        "test_acc_pct": [82.0, 63.0, 66.0, 60.0, 44.0, 25.0],
+    })
+    ax = plots.results_bar_figure(frame, "test_acc_pct").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["float32 (AdaPT's baseline)", "float32 (MuPPET's baseline)", "AdaPT (reference)",
+                      "AdaPT (corrected)"]
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    assert np.allclose([c.patches[0].get_height() for c in bars], [82.0, 63.0, 63.0, 34.5])
+    assert len({c.patches[0].get_facecolor() for c in bars}) == 4
+    empty = plots.results_bar_figure(frame.iloc[:0], "test_acc_pct", title="nothing")
+    assert any("no rows" in t.get_text() for t in empty.axes[0].texts)
+
+
+def test_placeholder_figure_says_why():
+    fig = plots.placeholder_figure("no completed runs in the 'quick' profile", title="accuracy")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no completed runs in the 'quick' profile"]
+    assert fig.axes[0].get_title() == "accuracy"
 
 
 def test_functions_return_figures_without_showing(monkeypatch):

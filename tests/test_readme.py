@@ -65,3 +65,72 @@ def test_committed_notebooks_are_clean():
     assert len(notebooks) == 8
     for path in notebooks:
         assert tool.problems(nbformat.read(path, as_version=4)) == [], path.name
+
+
+def test_a_custom_run_beside_the_grid_changes_no_number_of_the_block(records):
+    """A 1-epoch custom run of a grid point is named under the block's first line, not tabulated."""
+    from adapt.grid import GridPoint
+
+    grid_record = next(r for r in records if r["name"] == "smoke/adapt/resnet20/digits"
+                       and r["config"]["variant"] == "reference")
+    custom = json.loads(json.dumps(grid_record))
+    custom["config"]["epochs"] = 1
+    custom["final"]["final_test_acc"] = 0.0123
+    run_id = GridPoint(custom["config"]["name"], overrides={"epochs": 1}).run_id
+    plain, with_custom = readme_block(records, "smoke"), readme_block(records + [custom], "smoke")
+    first, rest = with_custom.split("\n", 1)
+    assert first == plain.split("\n", 1)[0]
+    assert "1 custom run is not in these tables:" in rest and f"`{run_id}`" in rest and "epochs=1" in rest
+    assert rest.endswith(plain.split("\n", 1)[1])  # the tables and notes are unchanged
+    assert "1.23" not in with_custom.split("**Test accuracy**")[1]
+
+
+def _readme_figures():
+    """The figure files the README's figures table lists (``<model>`` expanded), with the notebook it names."""
+    from adapt.grid import MODELS
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Results of the committed smoke run"):readme.index("## The notebooks")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`figures/" in line]
+    out = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for path in re.findall(r"`(figures/[^`]+\.png)`", cells[1]):
+            for model in (MODELS if "<model>" in path else ("",)):
+                out[path.replace("<model>", model)] = cells[2]
+    return out
+
+
+def _make_figures_notebooks():
+    """The notebooks the smoke branch of `make figures` executes (``$(ANALYSIS)`` expanded)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    analysis = re.search(r"^ANALYSIS\s*=\s*(.+)$", text, re.MULTILINE).group(1).split()
+    recipe = text[text.index("\nfigures:"):]
+    recipe = recipe[:recipe.index("\nelse")]
+    names = re.findall(r"notebooks/(\d\d)-[\w-]+\.ipynb", recipe.replace("$(ANALYSIS)", " ".join(analysis)))
+    return set(names)
+
+
+def test_make_figures_regenerates_every_figure_the_readme_lists():
+    listed = _readme_figures()
+    assert listed, "no figures table in the README's smoke section"
+    run = _make_figures_notebooks()
+    for path, notebook in listed.items():
+        assert (ROOT / path).exists(), path
+        assert Path(path).name.startswith(notebook + "-"), (path, notebook)
+        assert notebook in run, f"{path}: notebook {notebook} is not run by `make figures` (runs {sorted(run)})"
+    # and every committed figure is listed
+    on_disk = {f"figures/{p.name}" for p in (ROOT / "figures").glob("*.png")}
+    assert on_disk == set(listed), sorted(on_disk ^ set(listed))
+
+
+def test_notebooks_test_keeps_figures_out_of_the_repository():
+    """`make notebooks-test` executes and nbval-checks notebooks with $ADAPT_FIGURES in the ignored folder."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    recipe = text[text.index("\nnotebooks-test:"):]
+    recipe = recipe[:recipe.index("\n\n")]
+    commands = [line for line in recipe.splitlines()[1:] if "tools/notebooks.py run" in line or "--nbval" in line]
+    assert len(commands) == 2
+    for line in commands:
+        assert "ADAPT_FIGURES=$(CURDIR)/notebooks/executed/figures" in line, line
+    assert "notebooks/executed/" in (ROOT / ".gitignore").read_text()

@@ -1,4 +1,5 @@
 """Results tables (adapt.tables) on hand-made records with hand-checked numbers."""
+import json
 import math
 
 import numpy as np
@@ -135,10 +136,26 @@ def test_speedup_table_with_the_real_cost_model_on_float32_records():
     recs = [rec("float32", 0.95, seed=0), rec("float32", 0.95, seed=1)]
     ref = row(T.speedup_table(recs, "reference"), method="float32")
     assert (ref.priced, ref.train_speedup, ref.inference_speedup, ref.model_size) == (2, 1.0, 1.0, 1.0)
-    assert ref.train_speedup_iso == pytest.approx(2.0)  # released: SU / (index / len) = 1 / (1/2)
     assert ref.memory_footprint == pytest.approx(3.0)   # released: 1 + 2 * size ratio
+    assert ref.iso_reached == 1.0
     cor = row(T.speedup_table(recs, "corrected"), method="float32")
     assert cor.train_speedup_iso == pytest.approx(1.0) and cor.memory_footprint == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("variant", ["reference", "corrected"])
+@pytest.mark.parametrize("epochs_acc", [(0.5, 0.95), (0.5, 0.6, 0.95), (0.95, 0.96), (0.5, 0.6)])
+def test_a_float32_baseline_has_iso_speedup_one_against_itself(variant, epochs_acc):
+    """The released iso formula SU / (k / n) gave a float32 run n / k against itself (1.33 for ResNet-20 smoke)."""
+    from adapt.costmodel import run_figures
+
+    recs = [rec("float32", 0.95, epochs_acc=epochs_acc), rec("float32-muppet", 0.95, epochs_acc=epochs_acc)]
+    raw = run_figures(recs[0], variant)["train_speedup_iso"]
+    if variant == "reference" and epochs_acc == (0.5, 0.6, 0.95):
+        assert raw == pytest.approx(1.5)  # what the table reported before: 3 epochs / reached at index 2
+    figs = T.figures_frame(recs, variant)
+    assert list(figs["train_speedup_iso"]) == [1.0, 1.0]
+    sp = T.speedup_table(recs, variant, figures=figs)
+    assert (sp["train_speedup_iso"] == 1.0).all() and (sp["train_speedup"] == 1.0).all()
 
 
 def test_a_record_the_cost_model_cannot_price_stays_visible():
@@ -219,3 +236,108 @@ def test_readme_numbers_match_the_tables(fake_figures):
     assert nums["speedup.reference.alexnet_cifar.digits.adapt.reference.model_size"] == pytest.approx(0.55)
     assert "headline.corrected.inference_speedup" in nums
     assert T.format_value(nums["headline.reference.train_speedup"]) == "1.20"
+
+
+# ----------------------------------------------------------------------------- grid records vs the others
+def grid_rec(point, acc, epochs_acc=(0.5, 0.95)):
+    """A completed record of a real grid point (its config from the registry), or of a custom point."""
+    r = rec(point.method, acc, model=point.model, dataset=point.dataset, variant=point.variant, seed=point.seed,
+            fold=point.fold, epochs_acc=epochs_acc)
+    r["config"] = json.loads(json.dumps(point.config().to_dict()))
+    r["name"] = point.config_name
+    return r
+
+
+def test_a_custom_run_of_a_grid_point_does_not_change_the_grid_tables(fake_figures):
+    from adapt import grid as G
+
+    point = G.GridPoint("smoke/adapt/resnet20/digits", "reference", 0, 0)
+    custom = G.GridPoint("smoke/adapt/resnet20/digits", "reference", 0, 0, {"epochs": 1})
+    assert custom.run_id.startswith(point.run_id + "-x")
+    grid_record, custom_record = grid_rec(point, 0.80), grid_rec(custom, 0.20, epochs_acc=(0.2,))
+    base = grid_rec(G.GridPoint("smoke/float32/resnet20/digits"), 0.90)
+    records = [base, grid_record, custom_record]
+
+    acc = row(T.accuracy_table(records, profile="smoke"), method="adapt")
+    assert (acc.runs, acc.completed) == (1, 1) and acc.acc_mean_pct == pytest.approx(80.0)
+    polluted = row(T.accuracy_table(records), method="adapt")  # profile=None: the records as given
+    assert polluted.runs == 2 and polluted.acc_mean_pct == pytest.approx(50.0)
+
+    runs = T.runs_frame(records, profile="smoke")
+    assert list(runs["run_id"]) == ["float32-resnet20-digits-reference-s0-f0", point.run_id]
+    sp = row(T.speedup_table(records, "reference", profile="smoke"), method="adapt")
+    assert (sp.runs, sp.priced) == (1, 1)
+    # a figures frame of all the records is narrowed to the reported runs
+    sp = row(T.speedup_table(records, "reference", figures=T.figures_frame(records), profile="smoke"), method="adapt")
+    assert (sp.runs, sp.priced) == (1, 1)
+    head = T.headline_table(records, profile="smoke").set_index("metric")
+    assert head.loc["acc_diff_pp", "this_run"] == pytest.approx(80.0 - 90.0)
+    nums = T.readme_numbers(records, profile="smoke")
+    assert nums["runs"] == 2 and nums["accuracy.resnet20.digits.adapt.reference.mean_pct"] == pytest.approx(80.0)
+
+    others = T.other_runs_table([custom_record], "smoke")
+    assert list(others["run_id"]) == [custom.run_id] and "epochs=1" in others.loc[0, "reason"]
+    assert T.other_runs_note([custom_record, custom_record], "smoke") == "2 custom runs are not in these tables:"
+    assert T.other_runs_note([custom_record], "smoke") == "1 custom run is not in these tables:"
+    off_grid = grid_rec(G.GridPoint("smoke/adapt/resnet20/digits", seed=7), 0.5)
+    assert T.other_runs_note([custom_record, off_grid], "smoke") == \
+        "2 runs are not in these tables (1 custom run, 1 off-grid point):"
+    assert "seed 7" in T.other_run_reason(off_grid, "smoke")
+
+
+def test_load_profile_splits_skips_and_summarizes(tmp_path):
+    from adapt import grid as G
+    from adapt.results import atomic_write_json
+
+    point = G.GridPoint("smoke/adapt/resnet20/digits")
+    custom = G.GridPoint("smoke/adapt/resnet20/digits", overrides={"epochs": 1})
+    root = tmp_path / "res"
+    atomic_write_json(root / "smoke" / point.run_id / "record.json", grid_rec(point, 0.8))
+    atomic_write_json(root / "smoke" / custom.run_id / "record.json", grid_rec(custom, 0.2))
+    (root / "smoke" / "broken").mkdir()
+    (root / "smoke" / "broken" / "record.json").write_text('{"schema": "adapt.run/1", "na')
+    with pytest.warns(RuntimeWarning, match="broken"):
+        data = T.load_profile("smoke", root)
+    assert [r["config"]["epochs"] for r in data.records] == [8]
+    assert [T.run_id(r) for r in data.others] == [custom.run_id]
+    assert len(data.skipped) == 1 and "broken" in data.skipped[0]
+    text = data.summary()
+    assert "1 grid record of the 'smoke' profile" in text and "1 custom run is not in these tables:" in text
+    assert str(root / "smoke" / "broken" / "record.json") in text
+    empty = T.load_profile("quick", root)  # no folder: nothing, said so
+    assert empty.records == [] and "no grid records" in empty.summary() and "no completed runs" in empty.summary()
+
+
+def test_tables_of_a_profile_without_completed_runs_list_the_failures():
+    from adapt import grid as G
+
+    message = "DatasetNotAvailable: CIFAR-10 is not available offline"
+    records = [G.failure_record(p.config(), message) for p in G.grid("quick")]
+    acc = T.accuracy_table(records, profile="quick")
+    assert len(acc) == 16 and (acc["accuracy"] == "failed").all() and acc["acc_mean_pct"].isna().all()
+    sp = T.speedup_table(records, "reference", profile="quick")
+    assert (sp["priced"] == 0).all() and sp["train_speedup"].isna().all()
+    assert T.headline_table(records, profile="quick")["this_run"].isna().all()
+    fails = T.failures_table(records, profile="quick")
+    assert len(fails) == 16 and (fails["message"] == message).all() and (fails["status"] == "failed").all()
+    block = T.readme_block(records, "quick")
+    assert "**No completed runs.**" in block and message in block and "16 failed" in block
+    assert "n/a" in T.headline_note(T.headline_table(records))
+    assert "No completed run" in T.iso_note(T.figures_frame(records))
+    assert T.epochs_note(records) == "**Epochs.** No run completed."
+    empty = T.readme_block([], "quick")
+    assert "0 runs" in empty and "**No runs.**" in empty
+    for frame in (T.accuracy_table([]), T.speedup_table([]), T.failures_table([]), T.protocol_table([]),
+                  T.other_runs_table([])):
+        assert frame.empty
+
+
+def test_generated_prose_states_the_table_values(fake_figures):
+    recs = sample_records()
+    head = T.headline_table(recs)
+    note = T.headline_note(head)
+    assert "training speedup 1.20 (paper: v4 1.27, SDM 1.31)" in note
+    assert "accuracy difference +0.50 pp mean over runs and -1.50 pp best run" in note
+    assert "model size 0.50 of float32 (paper: v4 0.52, SDM ≤ 0.51)" in note
+    assert "0.50 pp more accurate on average" in note
+    assert T.epochs_note(recs).startswith("**Epochs trained** (completed runs): float32 2, float32-muppet 2")

@@ -10,6 +10,15 @@ on the first error.  ``clean`` strips what changes on every execution and would 
 diffs unreadable: papermill's metadata and timestamps, execution counts of unchanged
 cells stay, the kernelspec is normalised to ``python3``.  ``check`` reports notebooks
 that are not clean (used by the tests).
+
+Where the notebooks read and write does not depend on the working directory: their path
+parameters ``results_root`` and ``figures_dir`` default to ``None``, meaning
+``adapt.paths.results_root()`` (``$ADAPT_RESULTS``, else ``<repo>/results``) and
+``adapt.paths.figures_root()`` (``$ADAPT_FIGURES``, else ``<repo>/figures``).  Override
+them per run (``-p results_root /tmp/copy``; a relative value is taken relative to the
+repository) or for every notebook through the environment, which the kernels inherit
+(``ADAPT_FIGURES=$PWD/notebooks/executed/figures``, as ``make notebooks-test`` does so that
+a test run leaves the committed ``figures/`` alone).
 """
 from __future__ import annotations
 

@@ -1,10 +1,14 @@
 """Rewrite the results block of README.md from the committed smoke records.
 
-    python tools/update_readme.py [--profile smoke] [--check]
+    python tools/update_readme.py [--profile smoke] [--results DIR] [--check]
 
 The block lies between the markers of ``adapt.tables.README_BEGIN`` / ``README_END``;
 ``--check`` exits 1 if the README differs from what the records give (tests/test_readme.py
-does the same check).
+does the same check).  The records are read from ``<repo>/results/<profile>`` (the
+committed ones the README describes; ``--results`` names another root) with
+``adapt.results.load_records``, which skips a bad ``record.json`` with a warning naming
+it; only the profile's grid records enter the tables (``adapt.tables.readme_block``),
+and other records there (custom runs) are named below the block's first line.
 """
 from __future__ import annotations
 
@@ -26,11 +30,14 @@ def render(readme: str, block: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--results", default=str(ROOT / "results"),
+                        help="results root holding <profile>/*/record.json (default: the repository's results/)")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     path = ROOT / "README.md"
     readme = path.read_text()
-    new = render(readme, readme_block(load_records(ROOT / "results" / args.profile), args.profile))
+    records = load_records(Path(args.results) / args.profile, on_error="warn")
+    new = render(readme, readme_block(records, args.profile))
     if args.check:
         if new != readme:
             print("README.md results block is out of date: run python tools/update_readme.py", file=sys.stderr)
