@@ -66,7 +66,7 @@ def fake_figures(monkeypatch):
         base = FIGS.get((cfg["model"], T.run_method(record), cfg["variant"], cfg["seed"]), base)
         return {**EXTRA, **base}
 
-    monkeypatch.setattr(T, "_run_figures", fake)
+    monkeypatch.setattr(T.frames, "_run_figures", fake)  # figures_frame looks it up in adapt.tables.frames
     return calls
 
 

@@ -1,0 +1,237 @@
+"""Loading a profile's records, and what its tables leave out, what failed, what was run.
+
+* :func:`load_profile` -- a profile's records, split into its grid records and the
+  others (custom runs, ...), with the bad files skipped;
+* :func:`other_runs_table` (and :func:`other_runs_note`, :func:`other_run_reason`),
+  :func:`failures_table`, :func:`protocol_table` -- what was left out, what did not
+  complete, what was run.
+
+:func:`load_profile` is what the analysis notebooks call: it reads
+``<results_root>/<profile>/`` through :func:`adapt.results.load_records` (a bad
+``record.json`` is skipped with a ``RuntimeWarning`` naming it), splits the records
+into the grid records and the others, and its :meth:`ProfileRecords.summary` says
+what was found, skipped and left out ("2 custom runs are not in these tables:",
+with :func:`other_runs_table` listing them).  :func:`failures_table` lists the runs
+that did not complete with their messages (all of them when a profile has no
+completed run: the tables then show each group's status instead of numbers).
+Which records a table reports: see :mod:`adapt.tables.frames`.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .frames import _order, _plural, _status_counts, run_id, run_method, runs_frame, select_records
+
+__all__ = [
+    "ProfileRecords", "load_profile", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
+    "protocol_table",
+]
+
+
+# ----------------------------------------------------------------------------- loading a profile
+def _display_path(path) -> str:
+    """``path`` relative to the repository when it lies inside it (no machine-specific prefix in notebooks)."""
+    from ..paths import repo_root
+
+    path = Path(path)
+    root = repo_root()
+    if root is not None:
+        try:
+            return str(path.resolve().relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+@dataclass
+class ProfileRecords:
+    """What :func:`load_profile` found under ``<results_root>/<profile>/``.
+
+    ``records``: the grid records of the profile (what every table reports);
+    ``others``: the other valid records there (custom runs, off-grid points, hand-made
+    configs; :func:`other_runs_table`); ``skipped``: the warnings of the
+    ``record.json`` files that are not valid records (each names its path).
+    """
+
+    profile: str
+    root: Path
+    records: list = field(default_factory=list)
+    others: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    @property
+    def completed(self) -> list:
+        return [r for r in self.records if r.get("status") == "completed"]
+
+    def summary(self) -> str:
+        """Plain-text lines: what was read, skipped and left out of the tables, and whether anything completed."""
+        where = _display_path(self.root)
+        lines = []
+        if self.records:
+            lines.append(f"{_plural(len(self.records), 'grid record')} of the {self.profile!r} profile in {where} "
+                         f"({_status_counts(self.records)}).")
+        else:
+            lines.append(f"no grid records of the {self.profile!r} profile in {where}: no completed runs, "
+                         f"so the tables below are empty.")
+        if self.skipped:
+            lines.append(f"{_plural(len(self.skipped), 'record file')} skipped (not a valid run record):")
+            lines.extend(f"  {msg}" for msg in self.skipped)
+        if self.records and not self.completed:
+            lines.append("no completed runs: the tables show each group's status instead of numbers.")
+        unfinished: dict = {}
+        for r in self.records:
+            if r.get("status") != "completed":
+                key = (r.get("status"), r.get("message") or "(no message)")
+                unfinished[key] = unfinished.get(key, 0) + 1
+        if unfinished:
+            lines.append("runs that did not complete, by status and message:")
+            for (status, message), n in list(unfinished.items())[:10]:
+                lines.append(f"  {n} {status}: {message}")
+            if len(unfinished) > 10:
+                lines.append(f"  ... and {len(unfinished) - 10} other messages (failures_table lists every run)")
+        if self.others:
+            lines.append(other_runs_note(self.others, self.profile))
+        return "\n".join(lines)
+
+
+def load_profile(profile: str, results_root=None) -> ProfileRecords:
+    """Read ``<results_root>/<profile>/`` (root: :func:`adapt.paths.results_root`) into a :class:`ProfileRecords`.
+
+    Bad ``record.json`` files are skipped by :func:`adapt.results.load_records` with a
+    ``RuntimeWarning`` naming them (re-issued here, so it shows in a notebook's output)
+    and listed in ``skipped``.  A missing folder gives no records.
+    """
+    from ..paths import results_root as _results_root
+    from ..results import load_records
+
+    root = _results_root(results_root) / profile
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = load_records(root, on_error="warn")
+    skipped = []
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning) and str(w.message).startswith("skipping"):
+            skipped.append(str(w.message))
+            warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    from ..grid import split_records
+
+    grid_records, others = split_records(found, profile)
+    return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped)
+
+
+def _other_kind(record: dict, profile: Optional[str]) -> tuple:
+    """``(kind, reason)`` of a record that is not a grid record of ``profile``."""
+    from ..configs import CONFIGS
+    from ..grid import record_point
+
+    cfg = record.get("config") or {}
+    point = record_point(record)
+    if point is None:
+        if cfg.get("name") not in CONFIGS:
+            return "hand-made config", f"config {cfg.get('name')!r} is not in adapt.configs"
+        return "incomplete config", "its config has no seed, fold or variant"
+    if point.is_custom:
+        text = ", ".join(f"{k}={v!r}" for k, v in point.override_dict.items())
+        return "custom run", f"overrides {text}"
+    if profile is not None and point.profile != profile:
+        return "other profile", f"a run of the {point.profile!r} profile"
+    return "off-grid point", (f"variant {point.variant}, seed {point.seed}, fold {point.fold} "
+                              f"is not a point of the {point.profile} grid")
+
+
+def other_run_reason(record: dict, profile: Optional[str] = None) -> str:
+    """Why ``record`` is not in the tables of ``profile`` (e.g. ``"custom run: overrides epochs=1"``)."""
+    kind, reason = _other_kind(record, profile)
+    return f"{kind}: {reason}"
+
+
+def other_runs_table(records: Iterable[dict], profile: Optional[str] = None) -> pd.DataFrame:
+    """The records left out of ``profile``'s tables: ``run_id, status, epochs_run, test_acc_pct, reason``."""
+    rows = []
+    for r in records:
+        final = r.get("final") or {}
+        acc = final.get("final_test_acc")
+        rows.append({"run_id": run_id(r), "status": r.get("status"),
+                     "epochs_run": final.get("epochs_run", len(r.get("epochs") or [])),
+                     "test_acc_pct": 100.0 * acc if isinstance(acc, (int, float)) else np.nan,
+                     "reason": other_run_reason(r, profile)})
+    return pd.DataFrame(rows, columns=["run_id", "status", "epochs_run", "test_acc_pct", "reason"])
+
+
+def other_runs_note(records: Sequence[dict], profile: Optional[str] = None) -> str:
+    """``"2 custom runs are not in these tables:"`` (the kinds counted when they differ); ``""`` for none."""
+    records = list(records)
+    if not records:
+        return ""
+    kinds: dict = {}
+    for r in records:
+        kind = _other_kind(r, profile)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    verb = "is" if len(records) == 1 else "are"
+    if len(kinds) == 1:
+        (kind, n), = kinds.items()
+        return f"{_plural(n, kind)} {verb} not in these tables:"
+    parts = ", ".join(_plural(n, k) for k, n in kinds.items())
+    return f"{_plural(len(records), 'run')} {verb} not in these tables ({parts}):"
+
+
+def failures_table(records: Iterable[dict], profile: Optional[str] = None) -> pd.DataFrame:
+    """The runs that did not complete, with their messages: ``run_id, model, dataset, method, variant,
+    seed, fold, status, epochs_run, message``."""
+    runs = runs_frame(records, profile=profile)
+    cols = ["run_id", "model", "dataset", "method", "variant", "seed", "fold", "status", "epochs_run", "message"]
+    return runs.loc[runs["status"] != "completed", cols].reset_index(drop=True)
+
+
+def protocol_table(records: Iterable[dict], profile: Optional[str] = None) -> pd.DataFrame:
+    """What the runs of each method were trained with, read off their configs and records.
+
+    One row per model x data set x method: ``epochs`` (the config's, MuPPET's cap),
+    ``epochs_run`` (``"21-27"`` when runs differ), ``batch`` (``batch_size x
+    accumulation_steps``), ``lr``, ``scheduler``, ``protocol``, ``l1_decay``, ``runs``.
+    """
+    records = select_records(records, profile)
+    rows = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        key = (cfg.get("model"), cfg.get("dataset"), run_method(r))
+        row = rows.setdefault(key, {"cfgs": [], "run": []})
+        row["cfgs"].append(cfg)
+        final = r.get("final") or {}
+        row["run"].append(final.get("epochs_run", len(r.get("epochs") or [])))
+
+    def span(values):
+        vals = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
+        if not vals:
+            return "n/a"
+        if len(vals) == 1:
+            return str(vals[0])
+        if all(isinstance(v, (int, float)) for v in vals):
+            return f"{min(vals):g}-{max(vals):g}" if not all(isinstance(v, int) for v in vals) \
+                else f"{min(vals)}-{max(vals)}"
+        return ", ".join(map(str, vals))
+
+    out = []
+    for (model, dataset, method), row in rows.items():
+        cfgs = row["cfgs"]
+        out.append({
+            "model": model, "dataset": dataset, "method": method, "variant": "",
+            "runs": len(cfgs), "epochs": span([c.get("epochs") for c in cfgs]),
+            "epochs_run": span(row["run"]),
+            "batch": span([f"{c.get('batch_size')}x{c.get('accumulation_steps', 1)}"
+                           if c.get("accumulation_steps", 1) != 1 else c.get("batch_size") for c in cfgs]),
+            "lr": span([c.get("lr") for c in cfgs]), "scheduler": span([c.get("scheduler") for c in cfgs]),
+            "protocol": span([c.get("protocol") for c in cfgs]), "l1_decay": span([c.get("l1_decay") for c in cfgs]),
+        })
+    cols = ["model", "dataset", "method", "variant", "runs", "epochs", "epochs_run", "batch", "lr", "scheduler",
+            "protocol", "l1_decay"]
+    frame = _order(pd.DataFrame(out, columns=cols))
+    return frame.drop(columns=["variant"])
