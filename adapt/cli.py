@@ -67,6 +67,7 @@ def parse_sets(items: Sequence[str], config_name: str) -> dict:
 def _run(args) -> int:
     from .claims import PointClaimed
     from .grid import GridPoint, train_point
+    from .paths import display
 
     try:
         overrides = parse_sets(args.set or [], args.config)
@@ -77,7 +78,7 @@ def _run(args) -> int:
         return 2
     results = None if args.results is None else Path(args.results).expanduser().resolve()
     kind = "custom run" if point.is_custom else "grid point"
-    print(f"{kind} {point.run_id} -> {point.out_dir(results)}", flush=True)
+    print(f"{kind} {point.run_id} -> {display(point.out_dir(results))}", flush=True)
     try:
         record = train_point(args.config, args.variant, args.seed, args.fold, results_root=results,
                              force=args.force, overrides=overrides, progress=True, device=args.device)

@@ -1,6 +1,6 @@
 """MuPPET (Rajagopal et al., ICML 2020): one global dynamic-fixed-point precision, switched by gradient diversity.
 
-Specification: ../shared/reference/method.md §2.3 (the official code ``ICIdsl/muppet``:
+Specification: docs/method.md §2.3 (the official code ``ICIdsl/muppet``:
 ``quantize.py``, ``quant_layers.py``, ``scaler.py``, ``quant_sgd.py``, ``policy.py``,
 ``training.py``), §1.7 (the per-precision epochs AdaPT's code attributes to MuPPET)
 and §4 items 13-15.  This is our own code; it follows the released behaviour unless
@@ -66,7 +66,7 @@ counted epoch: the switch epoch plus 44 float32 epochs.
 Deviations from the released code (each a decision; see also the report in the tests)
 -------------------------------------------------------------------------------------
 * **Gradients are cloned** into the window.  The release stores ``grad.data``
-  references (method.md §4 item 13), which under PyTorch 1.x's in-place
+  references (docs/method.md §4 item 13), which under PyTorch 1.x's in-place
   ``zero_grad`` were overwritten by the next epoch's first raw gradient.  Our loop
   zeroes gradients with ``set_to_none``, so a stored reference would not even alias;
   cloning states the intent and costs one copy of the parameters per epoch.
@@ -74,7 +74,7 @@ Deviations from the released code (each a decision; see also the report in the t
   The release compares Python floats exactly, and ``0.1 * 0.1 * 0.1`` is
   ``0.0010000000000000002 > 0.001``: as released, ResNet (lr 0.1, min 1e-3) would
   decay a third time and stop after 60 counted epochs, not 45, while AlexNet
-  (0.01 -> 1e-4 lands exactly) stops after 45.  method.md §2.3 and AdaPT's MuPPET
+  (0.01 -> 1e-4 lands exactly) stops after 45.  docs/method.md §2.3 and AdaPT's MuPPET
   schedules say 45 for both; ``exact_lr_compare=True`` restores the literal test.
 * **Weights are quantized at set-up**; the release quantizes them first after the
   first update, so its very first forward pass ran on float weights.
@@ -125,7 +125,7 @@ FLOAT32 = 32
 MUPPET_OUTPUT_LAYERS = (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 #: Epochs per precision (8, 12, 14, 16 bit, float32) that AdaPT's ``utils/analytics.py``
-#: labels "MuPPET results from paper" for CIFAR-10 (method.md §1.7).
+#: labels "MuPPET results from paper" for CIFAR-10 (docs/method.md §1.7).
 EPOCHS_PER_PRECISION = {
     "adapt-paper-alexnet": (16, 10, 14, 14, 45),
     "adapt-paper-resnet": (22, 22, 10, 15, 45),
@@ -150,7 +150,7 @@ def switch_epochs_from_durations(durations: Sequence[int]) -> tuple:
 
 #: Static switch epochs (0-based, switch after that epoch; 8->12, 12->14, 14->16, 16->FP32).
 #: ``muppet-*``: the ``Prec_Epoch_Schedule`` of MuPPET's released static configs, named
-#: after the run whose schedule they reuse (method.md §2.3).  ``adapt-paper-*``: the
+#: after the run whose schedule they reuse (docs/method.md §2.3).  ``adapt-paper-*``: the
 #: per-precision epochs of :data:`EPOCHS_PER_PRECISION` turned into switch epochs.
 #: Under the stop rule the float32 phase then has 45 *counted* epochs, the first of
 #: which is the switch epoch itself (trained at 16 bits): AdaPT's table books that
@@ -251,7 +251,7 @@ def fp32_lr_rule(fp32_count: int, lr: float, min_lr: float, epochs_per_lr: int =
 def precision_epochs(bits_per_epoch: Sequence[int]) -> list:
     """Run-length encode a per-epoch bit-width list: ``[8, 8, 12] -> [[8, 2], [12, 1]]``.
 
-    The shape of AdaPT's synthetic MuPPET log (``(bits, epochs)`` pairs, method.md §1.7).
+    The shape of AdaPT's synthetic MuPPET log (``(bits, epochs)`` pairs, docs/method.md §1.7).
     """
     out = []
     for b in bits_per_epoch:
@@ -467,7 +467,7 @@ class MuppetPolicy(PrecisionPolicy):
                 self.window_grads[name] += g
                 self.window_norms[name] += sq
             else:
-                self.window_grads[name] = g.clone()  # never a reference to .grad (method.md §4 item 13)
+                self.window_grads[name] = g.clone()  # never a reference to .grad (docs/method.md §4 item 13)
                 self.window_norms[name] = sq
         self.window_size += 1
 

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["RESULTS_ENV", "FIGURES_ENV", "repo_root", "results_root", "figures_root", "resolve"]
+__all__ = ["RESULTS_ENV", "FIGURES_ENV", "repo_root", "results_root", "figures_root", "resolve", "display"]
 
 RESULTS_ENV = "ADAPT_RESULTS"
 FIGURES_ENV = "ADAPT_FIGURES"
@@ -72,3 +72,16 @@ def results_root(path: Optional[PathLike] = None) -> Path:
 def figures_root(path: Optional[PathLike] = None) -> Path:
     """The figures folder: ``path`` (see :func:`resolve`), else ``$ADAPT_FIGURES``, else ``<repo>/figures``."""
     return resolve(path, _from_env(FIGURES_ENV) or _base() / "figures")
+
+
+def display(path: PathLike) -> str:
+    """``path`` relative to the repository when it lies inside it, so printed lines and executed
+    notebooks carry no machine-specific prefix; otherwise as given."""
+    p = Path(path)
+    root = repo_root()
+    if root is not None:
+        try:
+            return p.resolve().relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(p)

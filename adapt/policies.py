@@ -2,7 +2,7 @@
 
 One training loop (:func:`adapt.train.run`) serves every method; what differs is a
 *policy* object that the loop calls at fixed points of each optimizer step and
-epoch (the data flow of ../shared/reference/design-sketch.md)::
+epoch (docs/extending.md §4 says what each call may do)::
 
     policy.setup(model, qmodel, config)          # initial formats
     optimizer = policy.make_optimizer(params, config)

@@ -61,7 +61,9 @@ class ProgressPrinter:
 
     def start(self, start_epoch: int, epochs: int, device, out_dir=None) -> None:
         self._t0 = time.time()
-        where = f" -> {out_dir}" if out_dir is not None else ""
+        from .paths import display
+
+        where = f" -> {display(out_dir)}" if out_dir is not None else ""
         resumed = f"resuming at epoch {start_epoch + 1}" if start_epoch else "from scratch"
         cap = " (at most; the policy ends the run)" if self.open_ended else ""
         self._write(f"start: {epochs} epochs{cap}, {resumed}, on {device}{where}")

@@ -7,7 +7,7 @@ Layering follows QPyTorch: small immutable *format* objects (:class:`FixedPoint`
 gradients).  Nothing is compiled; every quantizer is a handful of whole-tensor
 PyTorch ops, so it runs unchanged on CPU, CUDA and MPS.
 
-Semantics (../shared/reference/method.md §1.3 and §2.3):
+Semantics (docs/method.md §1.3 and §2.3):
 
 * Fixed point is QPyTorch's ``fixed_point_quantize(x, wl, fl, clamp=True,
   symmetric=False)``, which the official AdaPT code calls everywhere: signed,
@@ -194,7 +194,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class FixedPoint:
     """Signed, saturating fixed point: ``word_length`` bits including the sign, ``fractional_length`` of them after the point.
 
-    The official AdaPT code (method.md §1.3) gives every parameter tensor one such
+    The official AdaPT code (docs/method.md §1.3) gives every parameter tensor one such
     format, starting at 8/4.  ``fractional_length`` may exceed ``word_length`` (as
     in QPyTorch): the range then lies inside (-1, 1).
     """
@@ -339,7 +339,7 @@ def dynamic_fixed_point(
     generator: Optional[torch.Generator] = None,
     clamp: bool = False,
 ) -> torch.Tensor:
-    """MuPPET's ``quantize.py`` dynamic fixed point (method.md §2.3).
+    """MuPPET's ``quantize.py`` dynamic fixed point (docs/method.md §2.3).
 
     ``maxVal = 2**(b-1) - 1 + 0.5``, ``minVal = -2**(b-1) - 0.5``,
     ``sf = floor(log2(min(|maxVal / max(x)|, |minVal / min(x)|)))``, then
@@ -420,7 +420,7 @@ def quantize_ste(x: torch.Tensor, fmt, rounding: str = "stochastic", generator=N
     """Quantize activations: forward ``fmt.quantize(x)``, backward passes the gradient unchanged.
 
     This is what both official codes do by assigning to ``tensor.data``, which
-    autograd does not see (method.md §1.3, §2.3): a straight-through estimator.
+    autograd does not see (docs/method.md §1.3, §2.3): a straight-through estimator.
     """
     return _QuantizeSTE.apply(x, fmt, rounding, generator)
 
@@ -429,6 +429,6 @@ def quantize_gradient(x: torch.Tensor, fmt, rounding: str = "stochastic", genera
     """Identity forward; in backward the gradient flowing to ``x`` is quantized with ``fmt``.
 
     Put on a layer's input, this quantizes the layer's ``grad_input`` as MuPPET's
-    backward hook does (method.md §2.3).
+    backward hook does (docs/method.md §2.3).
     """
     return _QuantizeGradient.apply(x, fmt, rounding, generator)

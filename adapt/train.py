@@ -2,7 +2,7 @@
 
 :func:`run` takes an :class:`~adapt.configs.ExperimentConfig` and returns its run
 record (:mod:`adapt.results`).  What it does, in the order of the official codes
-(method.md §1.4, §1.6, §2.3):
+(docs/method.md §1.4, §1.6, §2.3):
 
 * SGD with momentum and weight decay (on the FP32 masters when quantized), an
   optional L1 term ``l1_decay * sum |p|`` added to the cross-entropy, gradient
@@ -148,7 +148,7 @@ def l1_penalty(model) -> torch.Tensor:
 
 
 def optimizer_step(policy: PrecisionPolicy, optimizer, qmodel, step: int, loss_value: float) -> None:
-    """One optimizer step in the loop's order (method.md §1.3, §1.4, §2.3).
+    """One optimizer step in the loop's order (docs/method.md §1.3, §1.4, §2.3).
 
     Quantize the weight gradients, let the policy act on them (``before_step``), hand
     them to the FP32 masters, step the masters, write the re-quantized weights into

@@ -282,7 +282,7 @@ def test_activation_mapping_alexnet_reproduces_the_index_quirk():
     names = list(q.params)
     src = {layer: names[i] for layer, i in activation_sources(q, "released").items()}
     # layer k uses parameter tensor k: conv2 <- conv1.bias (= conv1's format), conv3 <- conv2.weight,
-    # conv4 <- conv2.bias, conv5 <- conv3.weight, classifier <- conv3.bias (method.md §1.3)
+    # conv4 <- conv2.bias, conv5 <- conv3.weight, classifier <- conv3.bias (docs/method.md §1.3)
     assert src == {
         "features.conv1": "features.conv1.weight", "features.conv2": "features.conv1.bias",
         "features.conv3": "features.conv2.weight", "features.conv4": "features.conv2.bias",

@@ -1,4 +1,4 @@
-"""AdaPT's pure rules (adapt.heuristic) against values computed by hand from method.md §1.4.
+"""AdaPT's pure rules (adapt.heuristic) against values computed by hand from docs/method.md §1.4.
 
 Every expected value is derived in the comment next to it from the released formula.
 """

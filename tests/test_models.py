@@ -1,4 +1,4 @@
-"""Tests for adapt.models (method.md §1.6 "Model definitions" and the init rules)."""
+"""Tests for adapt.models (docs/method.md §1.6 "Model definitions" and the init rules)."""
 from __future__ import annotations
 
 import math
@@ -86,7 +86,7 @@ def test_alexnet_param_count():
 
 
 def test_resnet20_param_count():
-    assert resnet20_hand_count(10) == 272_474  # method.md §1.6
+    assert resnet20_hand_count(10) == 272_474  # docs/method.md §1.6
     assert resnet20_hand_count(100) == 278_324
     assert n_params(resnet20(10)) == resnet20_hand_count(10)
     assert n_params(resnet20(100)) == resnet20_hand_count(100)

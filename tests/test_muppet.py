@@ -1,4 +1,4 @@
-"""Tests for adapt.muppet: MuPPET's rules, quantization points, switching policy (method.md §2.3)."""
+"""Tests for adapt.muppet: MuPPET's rules, quantization points, switching policy (docs/method.md §2.3)."""
 from __future__ import annotations
 
 import io
@@ -123,7 +123,7 @@ def test_switch_epochs_and_presets():
     assert EPOCHS_PER_PRECISION["adapt-paper-resnet"] == (22, 22, 10, 15, 45)
     assert STATIC_SCHEDULES["adapt-paper-alexnet"] == (15, 25, 39, 53)
     assert STATIC_SCHEDULES["adapt-paper-resnet"] == (21, 43, 53, 68)
-    # the released Prec_Epoch_Schedule values (method.md §2.3 table)
+    # the released Prec_Epoch_Schedule values (docs/method.md §2.3 table)
     assert STATIC_SCHEDULES["muppet-alexnet-cifar100"] == (41, 50, 59, 71)
     assert STATIC_SCHEDULES["muppet-resnet-cifar100"] == (29, 47, 59, 71)
     assert STATIC_SCHEDULES["muppet-googlenet-cifar100"] == (44, 53, 65, 77)

@@ -178,7 +178,7 @@ def test_config_registry_and_errors():
 
 
 def test_official_hyperparameters_in_registry():
-    """Values from method.md §1.6 (AdaPT) and §2.3 (MuPPET)."""
+    """Values from docs/method.md §1.6 (AdaPT) and §2.3 (MuPPET)."""
     a = get_config("paper/adapt/alexnet_cifar/cifar10")
     assert (a.epochs, a.batch_size, a.accumulation_steps, a.lr, a.momentum) == (100, 512, 4, 0.1, 0.9)
     assert (a.weight_decay, a.l1_decay, a.scheduler, a.plateau_patience, a.plateau_threshold) == (1e-8, 1e-4, "plateau", 10, 1e-6)

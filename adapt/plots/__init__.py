@@ -7,7 +7,7 @@ function only), and :func:`save_figure` writes the PNG and PDF files.  The figur
 are made without pyplot (``matplotlib.figure.Figure``), so a notebook that draws one
 figure per run accumulates no open pyplot figures and nothing is shown twice: a
 Jupyter cell shows a figure when it is the cell's value or passed to ``display``.
-What is drawn (../shared/reference/method.md §3), by submodule:
+What is drawn (docs/method.md §3), by submodule:
 
 :mod:`adapt.plots.style`
     what every figure shares: colours and names of methods and arms, run titles, the

@@ -16,7 +16,7 @@ Conventions
   other method); ``cost_model`` is the cost-model variant of a speedup table.
 * A run's accuracy is its **final** test accuracy (the last epoch's, in percent): the
   official AdaPT script evaluates the test set after each fold's training and prints
-  the maximum over folds ("best model test accuracy", method.md §1.6), which is the
+  the maximum over folds ("best model test accuracy", docs/method.md §1.6), which is the
   ``acc_best_pct`` column here (the max over the group's completed runs, seeds or
   folds alike).  How the paper aggregates is not retrieved, so both are shown.
 * Only ``completed`` runs enter means, stds, maxima and cost figures.  Every other

@@ -18,7 +18,7 @@ __all__ = ["PAPER_CLAIMS", "HEADLINE_METRICS", "adapt_vs_float32", "headline_tab
 
 
 # ----------------------------------------------------------------------------- the paper's claims
-#: The headline numbers of the AdaPT abstracts, as stated (method.md §1.1).  Each metric:
+#: The headline numbers of the AdaPT abstracts, as stated (docs/method.md §1.1).  Each metric:
 #: ``value`` (in this package's units: speedups as factors, the accuracy difference in
 #: percentage points, the model size as a fraction of the float32 model), ``wording``
 #: (the abstract's words) and, where the reading is ours, ``note``.

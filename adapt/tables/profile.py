@@ -37,16 +37,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- loading a profile
 def _display_path(path) -> str:
     """``path`` relative to the repository when it lies inside it (no machine-specific prefix in notebooks)."""
-    from ..paths import repo_root
+    from ..paths import display
 
-    path = Path(path)
-    root = repo_root()
-    if root is not None:
-        try:
-            return str(path.resolve().relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
+    return display(path)
 
 
 @dataclass
