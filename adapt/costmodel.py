@@ -1,6 +1,6 @@
 """The analytical cost model: per-layer MAdds, bit-weighted training/inference cost, size and memory.
 
-Specification: ../shared/reference/method.md §1.7 (the released ``utils/analytics.py`` of
+Specification: docs/method.md §1.7 (the released ``utils/analytics.py`` of
 the official AdaPT code) and §4 item 12 (its bugs).  Two variants of everything:
 
 ``"reference"``
@@ -192,10 +192,10 @@ __all__ = [
 
 VARIANTS = ("reference", "corrected")
 
-#: The official logging INTERVAL of the overhead formula (method.md §1.7).
+#: The official logging INTERVAL of the overhead formula (docs/method.md §1.7).
 INTERVAL = 10
 
-#: The official TARGET_ACCURACY of the quantized configs (method.md §1.6): the iso-accuracy threshold.
+#: The official TARGET_ACCURACY of the quantized configs (docs/method.md §1.6): the iso-accuracy threshold.
 TARGET_ACCURACY = {
     ("alexnet_cifar", "cifar10"): 0.731,
     ("alexnet_cifar", "cifar100"): 0.413,
@@ -203,9 +203,15 @@ TARGET_ACCURACY = {
     ("resnet20", "cifar100"): 0.643,
     ("resnet20", "emnist"): 0.898,
     ("alexnet_cifar", "emnist"): 0.827,
+    # SDM configs (lorenz0890/AdaPT@81e54e0 configs/image_recognition/*_msgd_fp_{mnist,fmnist,emnist}.ini)
+    ("alexnet_mnist", "emnist"): 0.827,
+    ("resnet20_mnist", "emnist"): 0.898,
+    ("lenet5", "mnist"): 0.983,
+    ("lenet5", "fashion_mnist"): 0.89,
+    ("lenet5", "emnist"): 0.78,
 }
 
-#: "MuPPET results from paper" in the released code: (bits, epochs), 32 = float32 (method.md §1.7).
+#: "MuPPET results from paper" in the released code: (bits, epochs), 32 = float32 (docs/method.md §1.7).
 MUPPET_SCHEDULES = {
     "alexnet_cifar": ((8, 16), (12, 10), (14, 14), (16, 14), (32, 45)),
     "resnet20": ((8, 22), (12, 22), (14, 10), (16, 15), (32, 45)),
@@ -215,13 +221,16 @@ MUPPET_SCHEDULES = {
 MUPPET_BASELINE = {"epochs": 150, "batch_size": 128, "accumulation_steps": 1, "batch_size_imagenet": 256}
 
 #: Whether the official logger kept the bias entries of a model (see the module docstring).
-RELEASED_LOG_KEEPS_BIASES = {"alexnet_cifar": True, "resnet20": False}
+#: The MNIST-family models log as their CIFAR twins (``lenet5``: module-wise qmap with biases,
+#: as ``QAlexNet_FP``; lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L206-L252).
+RELEASED_LOG_KEEPS_BIASES = {"alexnet_cifar": True, "resnet20": False, "lenet5": True, "alexnet_mnist": True,
+                             "resnet20_mnist": False}
 
 #: Operations of the SGD update per parameter and optimizer step (momentum, weight decay, update), corrected model.
 OPTIMIZER_OPS_PER_PARAM = 4
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "mnist": 10, "fmnist": 10, "emnist": 47,
-                "synthetic": 10}
+                "fashion_mnist": 10, "mnist5k": 10, "synthetic": 10}
 
 
 def _py(d: dict) -> dict:
@@ -244,7 +253,14 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def _input_shape(input_shape) -> tuple:
+def _input_shape(input_shape, model: Optional[nn.Module] = None) -> tuple:
+    """``(C, H, W)``; ``None``: ``(C, 32, 32)`` with ``C`` the input channels of the model's
+    first conv (:func:`adapt.models.input_shape_of`: 3 for the CIFAR models, 1 for LeNet-5
+    and the MNIST variants)."""
+    if input_shape is None:
+        from .models import input_shape_of
+
+        return input_shape_of(model) if model is not None else (3, 32, 32)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
@@ -254,7 +270,7 @@ def _input_shape(input_shape) -> tuple:
 
 
 # ======================================================================= per-layer tables
-def layer_costs(model: nn.Module, input_shape=(3, 32, 32), variant: str = "corrected") -> pd.DataFrame:
+def layer_costs(model: nn.Module, input_shape=None, variant: str = "corrected") -> pd.DataFrame:
     """Per-layer cost table of ``model`` for one input of ``input_shape`` = (C, H, W).
 
     Columns: ``layer`` (module name), ``type`` (class name), ``kind`` (conv, linear,
@@ -268,14 +284,14 @@ def layer_costs(model: nn.Module, input_shape=(3, 32, 32), variant: str = "corre
     See the module docstring for the formulas.
     """
     variant = _check_variant(variant)
-    shape = _input_shape(input_shape)
+    shape = _input_shape(input_shape, model)
     executed = _execute(model, shape)
     if variant == "corrected":
         return _corrected_table(model, executed)
     return _reference_table(model, shape, executed)
 
 
-def total_madds(model: nn.Module, input_shape=(3, 32, 32), variant: str = "corrected") -> int:
+def total_madds(model: nn.Module, input_shape=None, variant: str = "corrected") -> int:
     """Sum of the ``madds`` column of :func:`layer_costs`."""
     return int(layer_costs(model, input_shape, variant)["madds"].sum())
 
@@ -446,7 +462,7 @@ def _reference_table(model, shape, executed) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flop_counter_macs(model: nn.Module, input_shape=(3, 32, 32), backward: bool = False) -> int:
+def flop_counter_macs(model: nn.Module, input_shape=None, backward: bool = False) -> int:
     """Multiply-accumulates that ``torch.utils.flop_counter.FlopCounterMode`` sees (its FLOPs / 2).
 
     Forward of one sample by default; ``backward=True`` counts only the backward pass
@@ -456,7 +472,7 @@ def flop_counter_macs(model: nn.Module, input_shape=(3, 32, 32), backward: bool 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    shape = _input_shape(input_shape)
+    shape = _input_shape(input_shape, model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.randn((1,) + shape, device=device)
     was_training = model.training
@@ -593,7 +609,7 @@ def _total_steps(record: dict) -> Optional[int]:
 
 
 def trace_costs(record: dict, variant: str = "reference", model: Optional[nn.Module] = None,
-                input_shape=(3, 32, 32)) -> pd.DataFrame:
+                input_shape=None) -> pd.DataFrame:
     """Per logged point of ``record``'s tensor trace: the costs of the chosen variant.
 
     Columns: ``step``, ``epoch``, ``weight`` (steps the point stands for; 1 in
@@ -790,7 +806,7 @@ def _rescale_bs(cfg: dict) -> float:
 
 
 def run_figures(record: dict, variant: str = "reference", model: Optional[nn.Module] = None,
-                target: Optional[float] = None, input_shape=(3, 32, 32)) -> dict:
+                target: Optional[float] = None, input_shape=None) -> dict:
     """All cost-model figures of one run, flat (one row of a results table).
 
     Keys: ``name, model, dataset, method, variant, madds`` (per-sample forward MAdds
@@ -960,7 +976,7 @@ def _released_log_modules(model) -> list:
 
 
 def muppet_figures(model_name: Optional[str] = None, schedule=None, record: Optional[dict] = None,
-                   variant: str = "reference", model: Optional[nn.Module] = None, input_shape=(3, 32, 32),
+                   variant: str = "reference", model: Optional[nn.Module] = None, input_shape=None,
                    released_resnet_bug: bool = False, batch_size: int = 128, config: Optional[dict] = None) -> dict:
     """MuPPET's figures under the cost model: from ``schedule`` ((bits, epochs) pairs; default the
     preset :data:`MUPPET_SCHEDULES` of ``model_name``) or from a live MuPPET ``record``.

@@ -24,7 +24,7 @@ Export layout (a directory; no pickle anywhere)
                                  "weight", "bias" (tensor keys or null), hyper-parameters
                                  (kernel_size, stride, padding, dilation, groups, ...)}}
     graph         [{"name", "op", "inputs": [node names], "module" (for module ops), attrs}]
-                  in execution order; ops: input, conv2d, linear, batchnorm2d, relu,
+                  in execution order; ops: input, conv2d, linear, batchnorm2d, relu, tanh,
                   maxpool2d, avgpool2d, flatten, add, output
     input_format  [WL, FL] or null: the model-level input quantizer (null: each layer fed by the
                   input quantizes it with its own input format)
@@ -57,7 +57,11 @@ Every activation is an int64 array ``X`` with an exponent ``f`` (value ``X*2**-f
   ``K*max|X|*max|W| < 2**53`` per layer: every partial sum is then an integer that
   float64 holds exactly, so the result is bit-identical to int64 accumulation (the
   tests check this), at BLAS speed; it refuses layers where the bound fails.
-* ReLU and max pooling act on the integers (same exponent).  The residual add aligns
+* ReLU and max pooling act on the integers (same exponent).  Tanh (LeNet-5) is a table
+  lookup: ``round(tanh(X*2**-f) * 2**30)`` with exponent 30
+  (:data:`TANH_FRACTIONAL_LENGTH`; the table is evaluated with float64 ``tanh``), which the
+  next layer requantizes to its input format; the official QLeNet5_FP leaves Tanh
+  unquantized too (lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L35-L47).  The residual add aligns
   both operands to the larger exponent (exact left shift) and adds.
 * Average pooling: an integer sum; a power-of-two window divides by a shift (exact);
   other windows multiply by a 30-bit reciprocal (approximate; not used by our models).
@@ -193,7 +197,10 @@ def _fmt_pair(fmt, what: str):
 
 #: Modules exported as one graph op each, by type (checked in this order).
 _MODULE_OPS = ((nn.Conv2d, "conv2d"), (nn.Linear, "linear"), (nn.BatchNorm2d, "batchnorm2d"), (nn.ReLU, "relu"),
-               (nn.MaxPool2d, "maxpool2d"), (nn.AvgPool2d, "avgpool2d"))
+               (nn.MaxPool2d, "maxpool2d"), (nn.AvgPool2d, "avgpool2d"), (nn.Tanh, "tanh"))
+
+#: Fractional bits of the tanh table's output (LeNet-5): tanh of the integer input, rounded to 2**-30.
+TANH_FRACTIONAL_LENGTH = 30
 
 
 def _graph(model: nn.Module, qlayers: dict) -> list:
@@ -224,7 +231,7 @@ def _graph(model: nn.Module, qlayers: dict) -> list:
                 entry.update(op="flatten", start_dim=m.start_dim, end_dim=m.end_dim)
             else:
                 raise ExportError(f"layer {node.target!r} of type {type(m).__name__} is not supported by the "
-                                  "integer export (supported: Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, "
+                                  "integer export (supported: Conv2d, Linear, BatchNorm2d, ReLU, Tanh, MaxPool2d, "
                                   "AvgPool2d, Flatten, torch.flatten, residual add)")
             if entry["op"] in ("conv2d", "linear", "batchnorm2d", "avgpool2d") and node.target not in qlayers:
                 raise ExportError(f"layer {node.target!r} is not a quantized layer of the QuantizedModel")
@@ -260,7 +267,7 @@ def _pair(v) -> list:
     return [int(a) for a in v] if isinstance(v, (tuple, list)) else [int(v), int(v)]
 
 
-def export_model(model: nn.Module, qmodel, path, input_shape=(3, 32, 32), model_info: Optional[dict] = None) -> dict:
+def export_model(model: nn.Module, qmodel, path, input_shape=None, model_info: Optional[dict] = None) -> dict:
     """Write ``model`` quantized by ``qmodel`` to the directory ``path``; returns :func:`export_size`'s dict.
 
     The working parameters must hold the quantized values (``qmodel.quantize_weights()``);
@@ -268,6 +275,10 @@ def export_model(model: nn.Module, qmodel, path, input_shape=(3, 32, 32), model_
     """
     if qmodel.model is not model:
         raise ExportError("qmodel does not wrap this model")
+    if input_shape is None:  # (C, 32, 32), C from the first conv (3 for CIFAR models, 1 for LeNet-5)
+        from .models import input_shape_of
+
+        input_shape = input_shape_of(model)
     path = Path(path)
     graph = _graph(model, qmodel.layers)
     used_layers = {n["module"] for n in graph if "module" in n}
@@ -460,10 +471,10 @@ def _validate(meta: dict, arrays: dict) -> None:
                 raise ExportError(f"graph node {node['name']!r} reads {inp!r} before it is computed")
         names.add(node["name"])
         op = node["op"]
-        if op not in ("input", "conv2d", "linear", "batchnorm2d", "relu", "maxpool2d", "avgpool2d", "flatten",
-                      "add", "output"):
+        if op not in ("input", "conv2d", "linear", "batchnorm2d", "relu", "tanh", "maxpool2d", "avgpool2d",
+                      "flatten", "add", "output"):
             raise ExportError(f"graph node {node['name']!r}: unknown op {op!r}")
-        if op in ("conv2d", "linear", "batchnorm2d", "avgpool2d", "relu", "maxpool2d"):
+        if op in ("conv2d", "linear", "batchnorm2d", "avgpool2d", "relu", "tanh", "maxpool2d"):
             mod = node.get("module")
             if mod not in layers:
                 raise ExportError(f"graph node {node['name']!r} refers to unknown layer {mod!r}")
@@ -641,6 +652,10 @@ def integer_forward(export: QuantizedExport, x, backend: str = "torch") -> tuple
         elif op == "relu":
             X, f = need_int(ins[0], node["module"])
             env[name] = ("int", np.maximum(X, 0), f)
+        elif op == "tanh":  # a lookup table: tanh of the integer's value, rounded to 2**-TANH_FRACTIONAL_LENGTH
+            X, f = need_int(ins[0], node["module"])
+            ft = TANH_FRACTIONAL_LENGTH
+            env[name] = ("int", np.rint(np.tanh(X.astype(np.float64) * 2.0 ** -f) * 2.0 ** ft).astype(np.int64), ft)
         elif op == "maxpool2d":
             X, f = need_int(ins[0], node["module"])
             kh, kw = layer["kernel_size"]

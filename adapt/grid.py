@@ -16,19 +16,27 @@ quick    CIFAR-10, CIFAR-100        seed 0                                      
 paper    CIFAR-10, CIFAR-100        k-fold methods (float32, adapt): seed 0,    104
                                     folds 0-9; hold-out methods (float32-muppet,
                                     muppet): seeds 0, 1, 2, fold 0
+sdm      MNIST, Fashion-MNIST,      the official KCV: folds 0-9 where it is    58
+         EMNIST (balanced)          10 (AdaPT LeNet-5/MNIST, ResNet-20/EMNIST),
+                                    fold 0 where it is 1; hold-out: seeds 0-2
+mnist5k  mnist5k (5,000 real        seed 0, fold 0                              5
+         MNIST images, offline)
 =======  =========================  ==========================================  ======
 
-Every profile runs both models (``alexnet_cifar``, ``resnet20``) with the methods
+The CIFAR profiles run both CIFAR models (``alexnet_cifar``, ``resnet20``) on every data
+set; ``sdm`` runs the SDM paper's pairs (:data:`PAIRS`: ``lenet5`` on the three
+MNIST-family sets, ``alexnet_mnist`` and ``resnet20_mnist`` on EMNIST); ``mnist5k`` runs
+``lenet5``.  Every profile runs the methods
 :data:`GRID_METHODS`: AdaPT's float32 baseline (``float32``), MuPPET's float32
 baseline (``float32-muppet``), ``muppet`` and ``adapt``.  ``adapt`` runs with the
-heuristic variants of :data:`ADAPT_VARIANTS` (smoke: reference *and* corrected, for
-the ablation notebook; quick and paper: reference only, to keep the budget); every
+heuristic variants of :data:`ADAPT_VARIANTS` (smoke and mnist5k: reference *and* corrected,
+for the ablation; quick, paper and sdm: reference only, to keep the budget); every
 other method runs once per replicate with variant ``reference`` (the variant only
 changes the AdaPT heuristic).
 
 Replicates (:data:`SEEDS`, :data:`FOLDS`; module constants so a profile's budget can
 be tuned in one place).  The two protocols replicate differently, as their official
-codes do (method.md §1.6, §2.3):
+codes do (docs/method.md §1.6, §2.3):
 
 * ``kfold`` (AdaPT and its float32 baseline): the official script trains one fresh
   model per fold of a 10-fold stratified split of the training set and reports the
@@ -37,7 +45,7 @@ codes do (method.md §1.6, §2.3):
   and quick run fold 0 only.
 * ``holdout`` (MuPPET and its float32 baseline): a fixed 80/20 split; replicates are
   seeds.  The official MuPPET code has no repetition protocol and the number of runs
-  behind the paper's numbers is not retrieved (method.md §4 item 16): ``paper`` uses
+  behind the paper's numbers is not retrieved (docs/method.md §4 item 16): ``paper`` uses
   3 seeds, the smallest number that gives a standard deviation with some meaning.
 
 Running a point
@@ -82,25 +90,40 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from . import paths
-from .configs import CONFIGS, PROFILES, ExperimentConfig, get_config
+from .configs import CONFIGS, PROFILES, SDM_KCV, ExperimentConfig, get_config
 
 __all__ = [
-    "MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
+    "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
     "GridPoint", "grid", "run_point", "run_grid", "train_point", "failure_record", "failure_message", "main",
     "select", "overrides_tag", "record_point", "is_grid_record", "split_records", "POINT_FIELDS",
 ]
 
-#: The models of every profile.
+#: The models of the CIFAR profiles (smoke, quick, paper).
 MODELS = ("alexnet_cifar", "resnet20")
 
 #: The methods of every profile (the method segment of the config names).
 GRID_METHODS = ("float32", "float32-muppet", "muppet", "adapt")
 
 #: Data sets per profile.
-DATASETS = {"smoke": ("digits",), "quick": ("cifar10", "cifar100"), "paper": ("cifar10", "cifar100")}
+DATASETS = {"smoke": ("digits",), "quick": ("cifar10", "cifar100"), "paper": ("cifar10", "cifar100"),
+            "sdm": ("mnist", "fashion_mnist", "emnist"), "mnist5k": ("mnist5k",)}
+
+#: (model, data set) pairs per profile, in run order: every model on every data set of the CIFAR
+#: profiles; the SDM paper's five pairs (LeNet-5 on the three MNIST-family sets, the MNIST
+#: AlexNet and ResNet-20 on EMNIST); LeNet-5 on mnist5k.
+PAIRS = {
+    **{p: tuple((m, d) for m in MODELS for d in DATASETS[p]) for p in ("smoke", "quick", "paper")},
+    "sdm": (("lenet5", "mnist"), ("lenet5", "fashion_mnist"), ("lenet5", "emnist"),
+            ("alexnet_mnist", "emnist"), ("resnet20_mnist", "emnist")),
+    "mnist5k": (("lenet5", "mnist5k"),),
+}
+
+#: The models of each profile (from :data:`PAIRS`).
+PROFILE_MODELS = {p: tuple(dict.fromkeys(m for m, _ in pairs)) for p, pairs in PAIRS.items()}
 
 #: AdaPT heuristic variants per profile (every other method runs with ``reference`` only).
-ADAPT_VARIANTS = {"smoke": ("reference", "corrected"), "quick": ("reference",), "paper": ("reference",)}
+ADAPT_VARIANTS = {"smoke": ("reference", "corrected"), "quick": ("reference",), "paper": ("reference",),
+                  "sdm": ("reference",), "mnist5k": ("reference", "corrected")}
 
 #: Seeds per profile, protocol ("kfold": AdaPT's, "holdout": MuPPET's) and model.
 SEEDS = {
@@ -110,10 +133,17 @@ SEEDS = {
               "holdout": {"alexnet_cifar": (0,), "resnet20": (0,)}},
     "paper": {"kfold": {"alexnet_cifar": (0,), "resnet20": (0,)},
               "holdout": {"alexnet_cifar": (0, 1, 2), "resnet20": (0, 1, 2)}},
+    "sdm": {"kfold": {"lenet5": (0,), "alexnet_mnist": (0,), "resnet20_mnist": (0,)},
+            "holdout": {"lenet5": (0, 1, 2), "alexnet_mnist": (0, 1, 2), "resnet20_mnist": (0, 1, 2)}},
+    "mnist5k": {"kfold": {"lenet5": (0,)}, "holdout": {"lenet5": (0,)}},
 }
 
-#: Folds per profile for the k-fold-protocol methods (hold-out methods always run fold 0).
-FOLDS = {"smoke": (0,), "quick": (0,), "paper": tuple(range(10))}
+#: Folds per profile for the k-fold-protocol methods (hold-out methods always run fold 0): a tuple,
+#: or (sdm) a dict ``(method, model, dataset) -> folds``: the released KCV (``SDM_KCV``: 10 folds
+#: where the official config has KCV = 10, fold 0 where its KCV = 1 cannot run, see adapt.configs).
+FOLDS = {"smoke": (0,), "quick": (0,), "paper": tuple(range(10)),
+         "sdm": {(method, m, d): tuple(range(10)) if kcv == 10 else (0,) for (m, d, method), kcv in SDM_KCV.items()},
+         "mnist5k": (0,)}
 
 EXECUTORS = ("papermill", "inline")
 
@@ -309,23 +339,24 @@ def split_records(records, profile: Optional[str] = None) -> tuple:
 
 
 def grid(profile: str) -> list:
-    """The points of ``profile`` (``smoke``, ``quick`` or ``paper``), in run order."""
+    """The points of ``profile`` (``smoke``, ``quick``, ``paper``, ``sdm`` or ``mnist5k``), in run order."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {PROFILES}")
     points = []
-    for model in MODELS:
-        for dataset in DATASETS[profile]:
-            for method in GRID_METHODS:
-                name = f"{profile}/{method}/{model}/{dataset}"
-                cfg = CONFIGS[name]
-                protocol = "kfold" if cfg.protocol == "kfold" else "holdout"
-                seeds = SEEDS[profile][protocol][model]
-                folds = FOLDS[profile] if protocol == "kfold" else (0,)
-                variants = ADAPT_VARIANTS[profile] if method == "adapt" else ("reference",)
-                for variant in variants:
-                    for seed in seeds:
-                        for fold in folds:
-                            points.append(GridPoint(name, variant, seed, fold))
+    for model, dataset in PAIRS[profile]:
+        for method in GRID_METHODS:
+            name = f"{profile}/{method}/{model}/{dataset}"
+            cfg = CONFIGS[name]
+            protocol = "kfold" if cfg.protocol == "kfold" else "holdout"
+            seeds = SEEDS[profile][protocol][model]
+            folds = FOLDS[profile] if protocol == "kfold" else (0,)
+            if isinstance(folds, dict):
+                folds = folds[(method, model, dataset)]
+            variants = ADAPT_VARIANTS[profile] if method == "adapt" else ("reference",)
+            for variant in variants:
+                for seed in seeds:
+                    for fold in folds:
+                        points.append(GridPoint(name, variant, seed, fold))
     return points
 
 

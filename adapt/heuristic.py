@@ -1,6 +1,6 @@
 """AdaPT's precision-switching heuristic: the pure rules and the :class:`AdaptPolicy`.
 
-Specification: ../shared/reference/method.md §1.3-1.6 (what the official optimizer
+Specification: docs/method.md §1.3-1.6 (what the official optimizer
 ``MSGD_FP`` of ``lorenz0890/AdaPT``, ``optimizers/msgd_fp.py``, does) and §4 (its
 known bugs).  The paper's own equations were not available; every rule below is
 the released code's, cited by the name of the private method that implements it.
@@ -76,6 +76,14 @@ option                    released behaviour (``"reference"``)        corrected 
                           optimizer step).
 ========================  ==========================================  ================================================
 
+Per-model settings of the release (same in both variants, set by the configs):
+``loss_penalty`` (``True``: the WL penalty ``pen`` enters the strategy rule's loss, as in
+``QAlexNet_FP``, ``QResNet_FP`` and ``QAlexNet_MNIST_FP``; ``False``: ``QLeNet5_FP`` and
+``QResNet_MNIST_FP``, where the penalty is commented out, lorenz0890/AdaPT@81e54e0
+models/lenet5_fp.py L143-L150, models/resnet_mnist_fp.py L244-L251) and ``lookback_bounds``
+(``"checked"``: ``min_lookback <= max_lookback`` is required; ``"literal"``: a released
+config with ``MIN_LOOKBACK > MAX_LOOKBACK`` runs as written, see :func:`next_lookback`).
+
 Options that are not quirks (same default in both variants): ``switch_at`` --
 ``"step"`` (released: a tensor switches at the optimizer step where its count
 reaches its lookback) or ``"epoch"`` (the v4 abstract's "between training epochs":
@@ -99,7 +107,7 @@ too, so ceilings at near-integer values fall the same way; the lookback blend
 strategy rule is kept in float64 (float32 tensors in the release).
 
 The strategy rule's loss.  The official closure returns ``(CE + l1 + pen) / accum``
-where ``pen = mean_i(WL_i / 32 * nnz(p_i) / numel(p_i))`` (method.md §1.5).  The loop
+where ``pen = mean_i(WL_i / 32 * nnz(p_i) / numel(p_i))`` (docs/method.md §1.5).  The loop
 hands :meth:`AdaptPolicy.before_step` ``(CE + l1) / accum``; the policy adds
 ``loss_penalty() / accum`` itself, with ``pen`` computed from the current formats and
 working weights -- the same values the official forward pass used.
@@ -185,9 +193,9 @@ def _choice(name, value, allowed):
     return value
 
 
-def _bounds(lo_name, lo, hi_name, hi, low=0):
+def _bounds(lo_name, lo, hi_name, hi, low=0, literal=False):
     lo, hi = _int(lo_name, lo, low), _int(hi_name, hi, low)
-    if lo > hi:
+    if lo > hi and not literal:
         raise ValueError(f"{lo_name} ({lo}) must be <= {hi_name} ({hi})")
     return lo, hi
 
@@ -223,7 +231,8 @@ def gradient_diversity(count, grad_sum: torch.Tensor) -> float:
     return float(torch.tensor(count, dtype=torch.float32, device=norm.device) / norm)
 
 
-def next_lookback(lookback: int, gd: float, min_lookback: int, max_lookback: int, momentum: float) -> int:
+def next_lookback(lookback: int, gd: float, min_lookback: int, max_lookback: int, momentum: float,
+                  literal_bounds: bool = False) -> int:
     """The lookback update (``MSGD_FP.__adapt_lookback``), run every step before the switching test::
 
         LB_new = ceil(clip(MAX_LB / GD, MIN_LB, MAX_LB))   if GD > 0 else MAX_LB
@@ -232,9 +241,14 @@ def next_lookback(lookback: int, gd: float, min_lookback: int, max_lookback: int
     ``MAX_LB / GD`` is a float32 division (GD is a float32 tensor in the release);
     ``GD = inf`` gives ``MIN_LB``, ``GD = nan`` (never > 0) gives ``MAX_LB``.  The
     blend is float64 Python arithmetic in exactly the released order.
+
+    ``literal_bounds=True`` accepts ``min_lookback > max_lookback`` (some released SDM
+    configs: ``MIN_LOOKBACK = 256``, ``MAX_LOOKBACK = 100``) and evaluates the formula as
+    written: ``min(max(r, 256), 100) = 100`` for every GD.
     """
     lookback = _int("lookback", lookback, 0)
-    min_lookback, max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback)
+    min_lookback, max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback,
+                                         literal=literal_bounds)
     momentum = _number("momentum", momentum)
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
@@ -251,7 +265,7 @@ def next_lookback(lookback: int, gd: float, min_lookback: int, max_lookback: int
 
 
 def next_resolution(resolution: int, lookback: int, min_lookback: int, max_lookback: int,
-                    min_resolution: int, max_resolution: int) -> int:
+                    min_resolution: int, max_resolution: int, literal_bounds: bool = False) -> int:
     """The histogram-resolution update (``MSGD_FP.__adapt_resolution``)::
 
         if LB == MAX_LB: res = clip(res + 1, MIN_RES, MAX_RES)
@@ -261,7 +275,8 @@ def next_resolution(resolution: int, lookback: int, min_lookback: int, max_lookb
     """
     resolution = _int("resolution", resolution, 1)
     lookback = _int("lookback", lookback, 0)
-    min_lookback, max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback)
+    min_lookback, max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback,
+                                         literal=literal_bounds)
     min_resolution, max_resolution = _bounds("min_resolution", min_resolution, "max_resolution", max_resolution, 1)
     if lookback == max_lookback:
         resolution = min(max(resolution + 1, min_resolution), max_resolution)
@@ -482,6 +497,12 @@ def _is_resnet(qmodel) -> bool:
     return all(hasattr(model, a) for a in ("conv1", "bn1", "layer1", "avgpool", "fc"))
 
 
+def _is_lenet(qmodel) -> bool:
+    from .models import LeNet5
+
+    return isinstance(qmodel.model, LeNet5)
+
+
 def _owner_weights(qmodel) -> dict:
     """Layer name -> index of its 'own' weight tensor: its own dim>1 parameter, else the nearest
     preceding layer's (registration order), else the first weight of the model (None if none)."""
@@ -514,12 +535,28 @@ def activation_sources(qmodel, mapping: str = "released") -> dict:
     tensor k (so AlexNet's conv2 takes conv1's bias = conv1's format, conv3 and conv4
     conv2's, conv5 and the classifier conv3's); a parameter-less quantizable layer,
     which the release does not quantize, takes the preceding layer's source.
+
+    LeNet-5 (``QLeNet5_FP.forward``): the convs keep the initial format (source ``None``),
+    both average pools and both linears take tensor 0's (``conv1.weight``) -- see the
+    comment in the code for why.
     """
     _choice("mapping", mapping, ("released", "own"))
     if mapping == "own":
         return _owner_weights(qmodel)
     n_params = len(qmodel.params)
     out = {}
+    if _is_lenet(qmodel):
+        # QLeNet5_FP (lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L76-L90, L206-L252): `perm` is keyed
+        # by the index in self.modules() (0 = the model, 1 = the Sequential, 2 = layers[0], ...) but read
+        # with the index in self.layers, and its counter j is never incremented, so every entry is 0 or
+        # None.  layers[i] is set from qmap entry 0 (conv1.weight's format) iff module i has parameters:
+        # modules 2, 5, 8, 10 (conv1, conv2, conv3, fc1; 12 = fc2 has no layer 12) set layers 2 (pool1),
+        # 5 (pool2), 8 (fc1) and 10 (fc2).  The three convs (layers 0, 3, 6 read modules 0, 3, 6: the
+        # model, tanh1, tanh2, without parameters) are never set and keep the initial format of their
+        # construction (wl_start, fl_start): source None.
+        for lname in qmodel.layers:
+            out[lname] = None if ".conv" in f".{lname}" else 0
+        return {k: (None if v is None else min(max(v, 0), n_params - 1)) for k, v in out.items()}
     if _is_resnet(qmodel):
         ctr = 0
         for lname, layer in qmodel.layers.items():
@@ -571,7 +608,7 @@ class AdaptPolicy(PrecisionPolicy):
     """AdaPT (the official ``MSGD_FP`` heuristic) as a precision policy; see the module docstring.
 
     Defaults are the ``MSGD_FP`` constructor's; the experiment configs override them
-    (method.md §1.6).  ``variant`` picks the released or the corrected behaviour of
+    (docs/method.md §1.6).  ``variant`` picks the released or the corrected behaviour of
     every quirk option (table above); an option given explicitly overrides it.
     ``seed`` seeds the policy's own ``torch.Generator`` (stochastic rounding inside
     the information-loss test), independent of the global RNG and of the
@@ -594,10 +631,17 @@ class AdaptPolicy(PrecisionPolicy):
                  variant: str = "reference", *, test_slice=None, kl=None, fl_probe=None, bisection_return=None,
                  activation_map=None, bias_format=None, normalize_gradients=None, strategy_average=None,
                  initial_quantization=None, switch_at: str = "step", kl_threshold: float = 0.0,
-                 kl_epsilon: float = KL_EPSILON, fl_floor: int = 4, log_interval: int = 10, seed: int = 0):
+                 kl_epsilon: float = KL_EPSILON, fl_floor: int = 4, log_interval: int = 10, seed: int = 0,
+                 loss_penalty: bool = True, lookback_bounds: str = "checked"):
         self.min_resolution, self.max_resolution = _bounds("min_resolution", min_resolution,
                                                            "max_resolution", max_resolution, 1)
-        self.min_lookback, self.max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback, 1)
+        self.lookback_bounds = _choice("lookback_bounds", lookback_bounds, ("checked", "literal"))
+        self._literal_bounds = self.lookback_bounds == "literal"
+        self.min_lookback, self.max_lookback = _bounds("min_lookback", min_lookback, "max_lookback", max_lookback, 1,
+                                                       literal=self._literal_bounds)
+        if not isinstance(loss_penalty, bool):
+            raise ValueError(f"loss_penalty must be True or False, got {loss_penalty!r}")
+        self.use_loss_penalty = loss_penalty
         self.results_buffer = _int("results_buffer", results_buffer, 0, 32)
         self.lookback_momentum = _number("lookback_momentum", lookback_momentum)
         if not 0.0 <= self.lookback_momentum <= 1.0:
@@ -692,7 +736,7 @@ class AdaptPolicy(PrecisionPolicy):
 
     # -- the per-step rule -------------------------------------------------------------
     def loss_penalty(self, nnz: Optional[list] = None) -> float:
-        """``mean_i(WL_i / 32 * nnz(p_i) / numel(p_i))`` over all parameter tensors (method.md §1.5).
+        """``mean_i(WL_i / 32 * nnz(p_i) / numel(p_i))`` over all parameter tensors (docs/method.md §1.5).
 
         A constant with no gradient: the official loss adds it, which only changes the
         logged loss and, through it, the push-up strategy rule (see the module docstring).
@@ -726,7 +770,7 @@ class AdaptPolicy(PrecisionPolicy):
         t_norm = time.perf_counter() - t_norm  # (on CPU; asynchronous launches on CUDA)
         values = torch.stack(nnz + grad_norms).tolist() if nnz or grad_norms else []
         nnz, grad_norms = values[:len(nnz)], values[len(nnz):]
-        pen = self.loss_penalty(nnz)
+        pen = self.loss_penalty(nnz) if self.use_loss_penalty else 0.0
         self._last_penalty = pen
         self._epoch_acc["penalty_sum"] += pen
         self._epoch_acc["steps"] += 1
@@ -768,9 +812,10 @@ class AdaptPolicy(PrecisionPolicy):
         for i in live:
             if self._is_weight[i]:
                 self.lookback[i] = next_lookback(self.lookback[i], gds[i], self.min_lookback, self.max_lookback,
-                                                 self.lookback_momentum)
+                                                 self.lookback_momentum, self._literal_bounds)
                 self.resolution[i] = next_resolution(self.resolution[i], self.lookback[i], self.min_lookback,
-                                                     self.max_lookback, self.min_resolution, self.max_resolution)
+                                                     self.max_lookback, self.min_resolution, self.max_resolution,
+                                                     self._literal_bounds)
                 if self.switch_at == "step" and self.count[i] >= self.lookback[i]:
                     self._switch(i, step, gds[i], timing_push)
             elif inline_copy:
@@ -891,6 +936,7 @@ class AdaptPolicy(PrecisionPolicy):
     def summary(self) -> dict:
         return {
             "variant": self.variant, "options": dict(self.options), "switch_at": self.switch_at,
+            "loss_penalty": self.use_loss_penalty, "lookback_bounds": self.lookback_bounds,
             "final_formats": {n: [wl, fl] for n, wl, fl in zip(self.names, self.wl, self.fl)},
             "final_lookback": dict(zip(self.names, self.lookback)),
             "final_resolution": dict(zip(self.names, self.resolution)),

@@ -14,7 +14,7 @@ without changing its class or parameters' names:
   the master; after each step :meth:`QuantizedModel.quantize_weights` writes
   ``Q(master)`` into the working parameter the forward pass uses, and before each
   step :meth:`QuantizedModel.quantize_grads` quantizes the weight gradients
-  (method.md §1.3 "What is quantized", §2.3).
+  (docs/method.md §1.3 "What is quantized", §2.3).
 
 Formats are plain attributes (``None`` = not quantized), so a precision policy
 (:mod:`adapt.policies`) changes them between steps.  A model trained without a
@@ -83,7 +83,7 @@ class QuantParam:
 
     @property
     def is_weight(self) -> bool:
-        """Tensors with more than one dimension: the ones AdaPT's heuristic adapts (method.md §1.4)."""
+        """Tensors with more than one dimension: the ones AdaPT's heuristic adapts (docs/method.md §1.4)."""
         return self.param.dim() > 1
 
 

@@ -1,6 +1,9 @@
-"""The two CIFAR networks of the AdaPT experiments, as plain ``nn.Module`` s.
+"""The networks of the AdaPT experiments, as plain ``nn.Module`` s.
 
-Specification: ../shared/reference/method.md §1.6 "Model definitions" and the
+The CIFAR pair (v4 and SDM) and, for the SDM paper's MNIST-family data (1x32x32
+inputs), :func:`lenet5`, :func:`alexnet_mnist` and :func:`resnet20_mnist`.
+
+Specification: docs/method.md §1.6 "Model definitions" and the
 "Weight init" rules of the same section.
 
 * :func:`alexnet_cifar` -- the CIFAR AlexNet both official codes use (``QAlexNet_FP``
@@ -31,7 +34,7 @@ the models obey a few structural rules that the hooks rely on:
   conv2, bn2`` and then, where present, the projection shortcut ``shortcut.conv,
   shortcut.bn``; the forward pass computes the shortcut after ``bn2`` to match.
   AdaPT's reference heuristic makes each 1-D tensor (bias, BN weight/bias) copy
-  the format of the tensor *preceding* it in this order (method.md §1.4), so the
+  the format of the tensor *preceding* it in this order (docs/method.md §1.4), so the
   order is part of the behaviour: e.g. ``layer2.0.shortcut.conv.weight`` follows
   ``layer2.0.bn2.bias`` and ``layer2.0.shortcut.bn.weight`` copies
   ``layer2.0.shortcut.conv.weight``;
@@ -76,7 +79,13 @@ __all__ = [
     "INITS",
     "INITIALIZER_ARG",
     "MODELS",
+    "INPUT_SHAPES",
     "AlexNetCIFAR",
+    "LeNet5",
+    "lenet5",
+    "alexnet_mnist",
+    "resnet20_mnist",
+    "input_shape_of",
     "BasicBlock",
     "ResNetCIFAR",
     "alexnet_cifar",
@@ -99,6 +108,12 @@ def _check_num_classes(num_classes) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     return num_classes
+
+
+def _check_channels(in_channels) -> int:
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    return in_channels
 
 
 def _check_init(init) -> str:
@@ -144,7 +159,7 @@ def truncated_normal_variance_scaling_(tensor: torch.Tensor, gain: float = INITI
 
 # --------------------------------------------------------------------------- AlexNet
 class AlexNetCIFAR(nn.Module):
-    """CIFAR AlexNet (method.md §1.6); see :func:`alexnet_cifar`.
+    """CIFAR AlexNet (docs/method.md §1.6); see :func:`alexnet_cifar`.
 
     Feature maps for a 32x32 input: conv1 8x8 -> pool1 4x4 -> conv2 4x4 -> pool2 2x2
     -> conv3/4/5 2x2 -> pool3 1x1 -> 256 features.
@@ -152,12 +167,13 @@ class AlexNetCIFAR(nn.Module):
     features.conv5.bias, classifier.weight, classifier.bias``.
     """
 
-    def __init__(self, num_classes: int = 10, init: str = "paper"):
+    def __init__(self, num_classes: int = 10, init: str = "paper", in_channels: int = 3):
         super().__init__()
         num_classes = _check_num_classes(num_classes)
         init = _check_init(init)
+        self.in_channels = _check_channels(in_channels)
         self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=5)),
+            ("conv1", nn.Conv2d(self.in_channels, 64, kernel_size=11, stride=4, padding=5)),
             ("relu1", nn.ReLU(inplace=False)),
             ("pool1", nn.MaxPool2d(kernel_size=2, stride=2)),
             ("conv2", nn.Conv2d(64, 192, kernel_size=5, padding=2)),
@@ -236,7 +252,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCIFAR(nn.Module):
-    """CIFAR ResNet of depth 6n+2 with BasicBlocks (method.md §1.6); see :func:`resnet20`.
+    """CIFAR ResNet of depth 6n+2 with BasicBlocks (docs/method.md §1.6); see :func:`resnet20`.
 
     Layout: ``conv1`` (3x3, 3->16, no bias) - ``bn1`` - ``relu`` - ``layer1`` (n blocks,
     16 ch) - ``layer2`` (n blocks, 32 ch, first stride 2) - ``layer3`` (n blocks,
@@ -245,7 +261,7 @@ class ResNetCIFAR(nn.Module):
     ``layer2.0.shortcut.conv.weight``, ``layer2.0.shortcut.bn.bias``.
     """
 
-    def __init__(self, depth: int = 20, num_classes: int = 10, init: str = "paper"):
+    def __init__(self, depth: int = 20, num_classes: int = 10, init: str = "paper", in_channels: int = 3):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth!r}")
@@ -253,7 +269,8 @@ class ResNetCIFAR(nn.Module):
         init = _check_init(init)
         n = (depth - 2) // 6
         self.depth = depth
-        self.conv1 = _conv3x3(3, 16)
+        self.in_channels = _check_channels(in_channels)
+        self.conv1 = _conv3x3(self.in_channels, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=False)
         self._in_planes = 16
@@ -298,6 +315,69 @@ class ResNetCIFAR(nn.Module):
         return self.fc(x)
 
 
+# --------------------------------------------------------------------------- LeNet-5
+class LeNet5(nn.Module):
+    """LeNet-5 of the official SDM code (``models/lenet5.py`` / ``models/lenet5_fp.py``).
+
+    ``lorenz0890/AdaPT@81e54e0 models/lenet5.py L26-L41``: Conv 1->6 k5, Tanh, AvgPool 2,
+    Conv 6->16 k5, Tanh, AvgPool 2, Conv 16->120 k5, Tanh, Linear 120->84, Tanh,
+    Linear 84->classes, no padding, for a 1x32x32 input (the official transforms resize
+    MNIST-family images to 32x32, ``utils/factory.py L155-L160``).  Feature maps:
+    conv1 6x28x28 -> pool1 6x14x14 -> conv2 16x10x10 -> pool2 16x5x5 -> conv3 120x1x1.
+    61,706 parameters for 10 classes (hand count in ``tests/test_lenet.py``), 64,851 for 47.
+
+    Parameter names: ``features.conv1.weight, features.conv1.bias, ...,
+    features.conv3.bias, classifier.fc1.weight, ..., classifier.fc2.bias``; each Tanh and
+    pool is a module of its own, called once (the structural rules of this module).
+
+    One released detail is *not* reproduced: the official ``forward`` returns
+    ``softmax(logits)`` and the training step applies ``F.cross_entropy`` to those
+    probabilities (a second softmax; ``models/lenet5.py L71-L74, L114``).  ``forward``
+    here returns the logits, like the other models of this package, so the loss is the
+    ordinary cross-entropy; predictions (the argmax) are the same.
+
+    ``init="paper"`` (the official ``initialize_weights``, ``models/lenet5.py L53-L59``
+    with ``INITIALIZER_ARG = 0.5``): every weight with ``dim > 1`` the truncated
+    variance scaling with gain 0.5, every bias ``U(-0.5, 0.5)``, in registration order.
+    """
+
+    def __init__(self, num_classes: int = 10, init: str = "paper", in_channels: int = 1):
+        super().__init__()
+        num_classes = _check_num_classes(num_classes)
+        init = _check_init(init)
+        self.in_channels = _check_channels(in_channels)
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(self.in_channels, 6, kernel_size=5, stride=1, padding=0)),
+            ("tanh1", nn.Tanh()),
+            ("pool1", nn.AvgPool2d(kernel_size=2)),
+            ("conv2", nn.Conv2d(6, 16, kernel_size=5, stride=1, padding=0)),
+            ("tanh2", nn.Tanh()),
+            ("pool2", nn.AvgPool2d(kernel_size=2)),
+            ("conv3", nn.Conv2d(16, 120, kernel_size=5, stride=1, padding=0)),
+            ("tanh3", nn.Tanh()),
+        ]))
+        self.classifier = nn.Sequential(OrderedDict([
+            ("fc1", nn.Linear(120, 84)),
+            ("tanh4", nn.Tanh()),
+            ("fc2", nn.Linear(84, num_classes)),
+        ]))
+        if init == "paper":
+            self._init_paper()
+
+    @torch.no_grad()
+    def _init_paper(self) -> None:
+        for name, p in self.named_parameters():
+            if p.dim() > 1:
+                truncated_normal_variance_scaling_(p, INITIALIZER_ARG)
+            elif name.endswith("bias"):
+                p.uniform_(-INITIALIZER_ARG, INITIALIZER_ARG)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
 # --------------------------------------------------------------------------- factories
 def alexnet_cifar(num_classes: int = 10, init: str = "paper") -> AlexNetCIFAR:
     """CIFAR AlexNet: 2,472,266 parameters for 10 classes (2,469,696 conv + 256*C + C)."""
@@ -309,11 +389,46 @@ def resnet20(num_classes: int = 10, init: str = "paper") -> ResNetCIFAR:
     return ResNetCIFAR(depth=20, num_classes=num_classes, init=init)
 
 
+def lenet5(num_classes: int = 10, init: str = "paper") -> LeNet5:
+    """LeNet-5 for 1x32x32 inputs: 61,706 parameters for 10 classes (60,856 + 85*C)."""
+    return LeNet5(num_classes=num_classes, init=init)
+
+
+def alexnet_mnist(num_classes: int = 10, init: str = "paper") -> AlexNetCIFAR:
+    """The CIFAR AlexNet with one input channel (``AlexNet_MNIST`` / ``QAlexNet_MNIST_FP``,
+    ``lorenz0890/AdaPT@81e54e0 models/alexnet_mnist.py L30``): the official EMNIST/MNIST
+    AlexNet differs from the CIFAR one only in ``conv1``'s 1 input channel (the rest of the
+    file is the CIFAR model).  2,456,778 parameters for 10 classes (the CIFAR count less 2 x 64 x 11 x 11), 2,466,287 for 47."""
+    return AlexNetCIFAR(num_classes=num_classes, init=init, in_channels=1)
+
+
+def resnet20_mnist(num_classes: int = 10, init: str = "paper") -> ResNetCIFAR:
+    """ResNet-20 with one input channel (``ResNet_MNIST`` / ``QResNet_MNIST_FP``,
+    ``lorenz0890/AdaPT@81e54e0 models/resnet_mnist.py L124``): only ``conv1`` (1->16) differs
+    from the CIFAR model.  272,186 parameters for 10 classes (the CIFAR count less 2 x 16 x 3 x 3), 274,591 for 47."""
+    return ResNetCIFAR(depth=20, num_classes=num_classes, init=init, in_channels=1)
+
+
 #: Name -> constructor ``f(num_classes, init)``.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet_cifar": alexnet_cifar,
     "resnet20": resnet20,
+    "lenet5": lenet5,
+    "alexnet_mnist": alexnet_mnist,
+    "resnet20_mnist": resnet20_mnist,
 }
+
+#: Input shape (C, H, W) of each model (MNIST-family data are resized to 32x32, 1 channel).
+INPUT_SHAPES: dict[str, tuple] = {
+    "alexnet_cifar": (3, 32, 32), "resnet20": (3, 32, 32),
+    "lenet5": (1, 32, 32), "alexnet_mnist": (1, 32, 32), "resnet20_mnist": (1, 32, 32),
+}
+
+
+def input_shape_of(model: nn.Module, size: int = 32) -> tuple:
+    """``(C, size, size)`` with ``C`` the input channels of the model's first conv (3 if none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return (int(first.in_channels) if first is not None else 3, size, size)
 
 
 def build_model(name: str, num_classes: int = 10, init: str = "paper") -> nn.Module:
@@ -355,4 +470,6 @@ def layer_kind(module: nn.Module, name: str = "") -> str:
         return "pool"
     if isinstance(module, nn.ReLU):
         return "relu"
+    if isinstance(module, nn.Tanh):
+        return "tanh"
     return "other"

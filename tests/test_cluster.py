@@ -154,3 +154,22 @@ def test_the_claim_timeout_must_be_a_positive_number(monkeypatch):
     monkeypatch.setenv(claims.TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match="ADAPT_CLAIM_TIMEOUT_S='soon'"):
         claims.claim_timeout()
+
+
+def test_slurm_executor_gets_the_partition_gpus_time_and_array_parallelism(tmp_path, monkeypatch):
+    from adapt.cluster import make_executor
+
+    fake_bin = tmp_path / "bin"  # submitit looks for `srun` on PATH before it builds a SLURM executor
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+
+    ex = make_executor("slurm", tmp_path / "slurm", timeout_min=720, partition="gpu", gpus_per_job=1,
+                       cpus_per_job=8, array_parallelism=16, name="adapt-paper")
+    params = ex._executor.parameters
+    assert params["partition"] == "gpu" and params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8
+    assert params["time"] == 720 and params["array_parallelism"] == 16
+    text = ex._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    assert "#SBATCH --partition=gpu" in text and "#SBATCH --time=720" in text and "#SBATCH --gpus-per-node=1" in text
+    assert "#SBATCH --signal=USR2@" in text  # the pre-emption/time-out signal submitit's checkpointing needs

@@ -24,7 +24,7 @@ FLOAT = "smoke/float32/alexnet_cifar/digits"
 # (config name, overrides, the field the message must name, what the message must contain)
 BAD = [
     (ADAPT, dict(model="vgg16"), "model", ["'vgg16'", "alexnet_cifar", "resnet20"]),
-    (ADAPT, dict(dataset="mnist"), "dataset", ["'mnist'", "cifar10", "digits"]),
+    (ADAPT, dict(dataset="svhn"), "dataset", ["'svhn'", "cifar10", "digits", "mnist5k"]),
     (ADAPT, dict(policy={"bogus": 1}), "policy", ["{'bogus': 1}", "unknown option 'bogus'", "min_lookback"]),
     (MUPPET, dict(policy={"bogus": 1}), "policy", ["{'bogus': 1}", "unknown option 'bogus'", "fp32_epochs_per_lr"]),
     (FIXED, dict(policy={"bogus": 1}), "policy", ["{'bogus': 1}", "'bogus'", "word_length"]),

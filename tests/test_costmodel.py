@@ -98,6 +98,19 @@ def test_corrected_macs_equal_the_flop_counter(make):
     assert int(bwd) == cm.flop_counter_macs(model, shape, backward=True)
 
 
+@pytest.mark.parametrize("name", ["lenet5", "alexnet_mnist", "resnet20_mnist"])
+def test_corrected_macs_equal_the_flop_counter_on_the_sdm_models(name):
+    """The SDM models (1x32x32 inputs; LeNet-5's Tanh and AvgPool), forward and backward."""
+    from adapt.models import build_model
+
+    model, shape = build_model(name, 10, init="torch"), (1, 32, 32)
+    t = cm.layer_costs(model, None, "corrected")  # the input shape is taken from conv1
+    assert tuple(t["input_shape"].iloc[0]) == shape
+    assert int(t["macs"].sum()) == cm.flop_counter_macs(model, shape)
+    bwd = (t["macs"] * t["needs_input_grad"] + t["macs"] * t["has_weight"]).sum()
+    assert int(bwd) == cm.flop_counter_macs(model, shape, backward=True)
+
+
 def test_model_totals_and_released_quirks():
     alex, res = alexnet_cifar(10), resnet20(10)
     a_ref, a_cor = cm.layer_costs(alex, variant="reference"), cm.layer_costs(alex, variant="corrected")

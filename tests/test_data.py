@@ -530,7 +530,8 @@ def test_unknown_name_lists_valid_names():
     assert "'imagenet'" in str(err.value)
     for name in ("cifar10", "cifar100", "digits", "synthetic"):
         assert name in str(err.value)
-    assert set(DATASETS) == {"cifar10", "cifar100", "digits", "synthetic"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "digits", "synthetic", "mnist", "fashion_mnist", "emnist",
+                             "mnist5k"}
 
 
 def test_synthetic_options_rejected_elsewhere():

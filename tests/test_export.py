@@ -385,3 +385,27 @@ def test_resnet20_integer_inference_full_digits_test_set(resnet_export, digits):
     _, _, xte, _ = digits
     li, l32 = _check_resnet(model, e, xte)
     assert np.array_equal(ex.integer_logits(e, xte[:64], backend="torch"), li[:64])
+
+
+# --------------------------------------------------------------------------- LeNet-5 (Tanh, average pooling)
+def test_lenet5_integer_export_matches_the_fake_quantized_model(tmp_path):
+    torch.manual_seed(0)
+    from adapt.models import build_model
+
+    m = build_model("lenet5").eval()
+    q = QuantizedModel(m, rounding="nearest")
+    FixedPrecisionPolicy(word_length=12, fractional_length=8).setup(m, q, None)
+    q.quantize_weights()
+    x = torch.randn(64, 1, 32, 32)
+    with torch.no_grad():
+        l32 = m(x).numpy()
+    sizes = ex.export_model(m, q, tmp_path, model_info={"name": "lenet5", "num_classes": 10})
+    e = ex.load_export(tmp_path)
+    assert e.meta["input_shape"] == [1, 32, 32]
+    assert [n["op"] for n in e.meta["graph"]].count("tanh") == 4
+    li = ex.integer_logits(e, x)
+    # tanh is a table rounded to 2**-30, then requantized: equal to float32 tanh up to rare ties
+    assert (li.argmax(1) == l32.argmax(1)).mean() >= 0.95
+    lsb = 2.0 ** -e.meta["layers"]["classifier.fc2"]["output_format"][1]
+    assert np.median(np.abs(li - l32)) <= lsb
+    assert sizes["parameters"] == 61_706

@@ -10,6 +10,7 @@ from torch import nn
 from adapt.models import (
     INITS,
     MODELS,
+    INPUT_SHAPES,
     AlexNetCIFAR,
     BasicBlock,
     ResNetCIFAR,
@@ -122,7 +123,7 @@ def test_alexnet_structure():
 def test_forward_backward_shapes_and_grads(name, classes):
     torch.manual_seed(1)
     m = build_model(name, classes)
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, *INPUT_SHAPES[name])
     out = m(x)
     assert out.shape == (4, classes)
     assert torch.isfinite(out).all()
@@ -165,7 +166,7 @@ def test_resnet_feature_map_sizes():
 def test_channels_last(name):
     torch.manual_seed(2)
     m = build_model(name, 10)
-    x = torch.randn(3, 3, 32, 32)
+    x = torch.randn(3, *INPUT_SHAPES[name])
     ref = m(x)
     m_cl = build_model(name, 10).to(memory_format=torch.channels_last)
     m_cl.load_state_dict(m.state_dict())
@@ -200,18 +201,20 @@ def test_hooked_views_survive_forward_backward(name):
     for _, mod in _leaf_modules(m):
         mod.register_forward_pre_hook(lambda mod, args: (_ViewId.apply(args[0]),) + tuple(args[1:]))
         mod.register_forward_hook(lambda mod, args, out: _ViewId.apply(out))
-    out = m(torch.randn(2, 3, 32, 32))
+    out = m(torch.randn(2, *INPUT_SHAPES[name]))
     out.sum().backward()
     assert all(p.grad is not None for p in m.parameters())
 
 
-@pytest.mark.parametrize("name,relus,pools", [("alexnet_cifar", 5, 3), ("resnet20", 1 + 2 * 9, 1)])
+@pytest.mark.parametrize("name,relus,pools", [("alexnet_cifar", 5, 3), ("resnet20", 1 + 2 * 9, 1),
+                                              ("alexnet_mnist", 5, 3), ("resnet20_mnist", 1 + 2 * 9, 1),
+                                              ("lenet5", 0, 2)])
 def test_every_op_is_a_module_called_once(name, relus, pools):
     m = build_model(name, 10, init="torch")
     calls = {}
     for n, mod in _leaf_modules(m):
         mod.register_forward_hook(lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
-    m(torch.randn(2, 3, 32, 32))
+    m(torch.randn(2, *INPUT_SHAPES[name]))
     assert set(calls) == {n for n, _ in _leaf_modules(m)}  # every leaf runs...
     assert set(calls.values()) == {1}                       # ...exactly once
     mods = dict(m.named_modules())
@@ -227,7 +230,7 @@ def test_named_parameters_follow_forward_order(name):
     for n, mod in m.named_modules():
         if list(mod.parameters(recurse=False)):
             mod.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
-    m(torch.randn(2, 3, 32, 32))
+    m(torch.randn(2, *INPUT_SHAPES[name]))
     param_layers = []
     for pname, _ in m.named_parameters():
         layer = pname.rsplit(".", 1)[0]
@@ -374,13 +377,13 @@ def test_determinism(name, init):
     c = build_model(name, 10, init).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["fc.weight" if name == "resnet20" else "classifier.weight"],
-                           c["fc.weight" if name == "resnet20" else "classifier.weight"])
+    head = list(a)[-2]  # the last layer's weight
+    assert not torch.equal(a[head], c[head])
 
 
 # ----------------------------------------------------------------------------- registry and errors
 def test_build_model_registry():
-    assert set(MODELS) == {"alexnet_cifar", "resnet20"}
+    assert set(MODELS) == {"alexnet_cifar", "resnet20", "lenet5", "alexnet_mnist", "resnet20_mnist"}
     assert isinstance(build_model("alexnet_cifar", 10, "torch"), AlexNetCIFAR)
     r = build_model("resnet20", 100, "paper")
     assert isinstance(r, ResNetCIFAR) and r.fc.out_features == 100
@@ -388,7 +391,7 @@ def test_build_model_registry():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match=r"unknown model 'vgg16'; valid names: alexnet_cifar, resnet20"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg16'; valid names: alexnet_cifar, alexnet_mnist, lenet5, resnet20, resnet20_mnist"):
         build_model("vgg16", 10)
 
 

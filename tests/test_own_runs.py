@@ -358,3 +358,15 @@ def test_devices_run_one_worker_each_and_train_every_point_once(tmp_path, capsys
         {"epochs": 1, "subset": 200, "batch_size": 64}) for i in ids}
     assert "[cpu#0]" in out and "[cpu#1]" in out
     assert out.rstrip().splitlines()[-1] == "4 point(s): completed 4"
+
+
+def test_the_executed_training_notebooks_hold_text_progress_not_frozen_widgets():
+    executed = sorted((ROOT / "results").glob("*/*/10-train.ipynb"))
+    assert executed, "no executed training notebooks under results/"
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), path
+        text = "".join(o.get("text", "") for o in outputs)
+        assert "] start:" in text and "] epoch 1/" in text, path
+        assert str(ROOT) not in text, f"{path}: a machine-specific path in the outputs"

@@ -62,7 +62,7 @@ def test_committed_notebooks_are_clean():
     import nbformat
 
     notebooks = tool.numbered()
-    assert len(notebooks) == 8
+    assert len(notebooks) == 9
     for path in notebooks:
         assert tool.problems(nbformat.read(path, as_version=4)) == [], path.name
 
