@@ -520,11 +520,13 @@ def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, 
     previous = os.environ.get(claims.HELD_ENV)
     os.environ[claims.HELD_ENV] = str(out_dir.resolve())
     try:
-        # The kernel's printed lines (one per epoch) are forwarded as they arrive; the results root
-        # is relative to the repository, so the executed copy holds no machine-specific path.
+        # The kernel's printed lines (one per epoch) are forwarded as they arrive.  Paths relative to
+        # where they are used (papermill's metadata: this process's cwd; the results root: the
+        # repository), so the executed copy holds no machine-specific path.
         papermill.execute_notebook(
-            str(nb), str(out_dir / nb.name), parameters=point.params(_notebook_results_root(results_root), force),
-            kernel_name="python3", cwd=str(nb.parent), log_output=False, progress_bar=False,
+            os.path.relpath(nb), os.path.relpath(out_dir / nb.name),
+            parameters=point.params(_notebook_results_root(results_root), force),
+            kernel_name="python3", cwd=os.path.relpath(nb.parent), log_output=False, progress_bar=False,
             stdout_file=sys.stdout if progress else None, stderr_file=sys.stderr if progress else None)
     finally:
         if previous is None:
