@@ -26,6 +26,7 @@ def test_target_table_states_the_data_sizes(records):
     t = target_table(records).set_index(["method", "variant"])
     assert t.loc[("adapt", "reference"), "official_target_pct"] == pytest.approx(98.3)
     assert t.loc[("float32", "reference"), "official_target_pct"] == pytest.approx(98.0)
+    assert t.loc[("muppet", "reference"), "official_target_pct"] != t.loc[("muppet", "reference"), "official_target_pct"]  # NaN: none
     assert t.loc[("adapt", "reference"), "train_images"] == 3600  # 9/10 of 4,000
     assert t.loc[("muppet", "reference"), "train_images"] == 3200  # 80 % of 4,000
     assert OFFICIAL_TARGETS[("lenet5", "mnist")]["train_images"] == 54_000
