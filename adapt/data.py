@@ -344,6 +344,19 @@ def _download_archive(url: str, root: Path, filename: str, md5: str) -> None:
     download_and_extract_archive(url, str(root), filename=filename, md5=md5)
 
 
+def _verify_md5s(folder: Path, files: Sequence[str], table: Mapping[str, str], title: str, fix) -> None:
+    """Check each of ``files`` in ``folder`` against ``table``; :class:`ChecksumMismatch` names the
+    file, both md5s and what to do (``fix(file)``)."""
+    for f in files:
+        if f not in table:
+            raise ValueError(f"md5s has no entry for {f!r} (entries: {', '.join(sorted(table))})")
+        actual = _md5(folder / f)
+        if actual != table[f]:
+            raise ChecksumMismatch(
+                f"{folder / f}: md5 {actual} differs from the expected {table[f]}; the file is corrupt "
+                f"or not the official {title}.\n  {fix(f)}\n{_OFFLINE_HINT}")
+
+
 def _md5(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -615,19 +628,9 @@ def load_cifar(
             raise DatasetNotAvailable(_not_available(spec, root, root_source, missing, why))
 
     if verify:
-        table = spec.md5s if md5s is None else md5s
-        for f in needed:
-            if f not in table:
-                raise ValueError(f"md5s has no entry for {f!r} (entries: {', '.join(sorted(table))})")
-            actual = _md5(folder / f)
-            if actual != table[f]:
-                raise ChecksumMismatch(
-                    f"{folder / f}: md5 {actual} differs from the expected {table[f]}; the file is corrupt "
-                    f"or not the official {spec.title}.\n"
-                    f"  Delete {folder} (and {root / spec.filename}) and download again from {spec.url} "
-                    f"(or place the official archive, md5 {spec.tgz_md5}, in {root}).\n"
-                    f"{_OFFLINE_HINT}"
-                )
+        _verify_md5s(folder, needed, spec.md5s if md5s is None else md5s, spec.title,
+                     lambda f: f"Delete {folder} (and {root / spec.filename}) and download again from {spec.url} "
+                               f"(or place the official archive, md5 {spec.tgz_md5}, in {root}).")
 
     classes = _class_names(folder / spec.meta_file, spec.names_key)
 
@@ -850,18 +853,8 @@ def load_idx_dataset(
             raise DatasetNotAvailable(_idx_not_available(spec, raw, root, root_source, missing,
                                                          "the download did not contain them"))
     if verify and not spec.archive:
-        table = spec.md5s if md5s is None else md5s
-        for f in spec.files:
-            if f not in table:
-                raise ValueError(f"md5s has no entry for {f!r} (entries: {', '.join(sorted(table))})")
-            actual = _md5(raw / f)
-            if actual != table[f]:
-                raise ChecksumMismatch(
-                    f"{raw / f}: md5 {actual} differs from the expected {table[f]}; the file is corrupt "
-                    f"or not the official {spec.title}.\n"
-                    f"  Delete it and download again from {spec.urls[0]}{f} (or run with network access).\n"
-                    f"{_OFFLINE_HINT}"
-                )
+        _verify_md5s(raw, spec.files, spec.md5s if md5s is None else md5s, spec.title,
+                     lambda f: f"Delete it and download again from {spec.urls[0]}{f} (or run with network access).")
 
     def read(images_file: str, labels_file: str, expected: Optional[int]) -> ImageDataset:
         try:
