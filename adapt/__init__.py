@@ -5,7 +5,11 @@ One module per concept: :mod:`adapt.quant` (number formats and quantizers),
 interface, float32 and fixed precision), :mod:`adapt.heuristic` (AdaPT),
 :mod:`adapt.muppet` (MuPPET), :mod:`adapt.costmodel`, :mod:`adapt.export`,
 :mod:`adapt.models`, :mod:`adapt.data`, :mod:`adapt.train`, :mod:`adapt.configs`,
-:mod:`adapt.results`, :mod:`adapt.plots`.  Submodules are imported on use so that
-``import adapt`` stays light.
+:mod:`adapt.results`, :mod:`adapt.tables`, :mod:`adapt.plots`; running experiments:
+:mod:`adapt.grid` (the points of each profile, ``python -m adapt.grid``),
+:mod:`adapt.runner` (training them), :mod:`adapt.claims` (one process per point),
+:mod:`adapt.cluster` (SLURM through submitit), :mod:`adapt.progress`, :mod:`adapt.paths`,
+:mod:`adapt.compare` and :mod:`adapt.cli` (the ``adapt`` command).  Submodules are
+imported on use so that ``import adapt`` stays light.
 """
 __version__ = "0.1.0"

@@ -27,7 +27,6 @@ and writes its record atomically, exactly as a local run does.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,7 +60,7 @@ class PointJob:
         return GridPoint(p["config_name"], p["variant"], p["seed"], p["fold"], p.get("overrides") or {})
 
     def __call__(self) -> dict:
-        from .grid import run_point
+        from .runner import run_point
 
         self.started = time.time()
         return run_point(self._grid_point(), self.results_root, executor="inline", force=self.force,
@@ -111,20 +110,22 @@ def submit_points(points: Sequence, results_root, kind: str = "slurm", timeout_m
                   force: bool = False, verbose: bool = True) -> list:
     """Submit one job per point that is neither finished nor claimed; returns ``[(point, job)]``."""
     from . import claims, paths
-    from .grid import FINISHED, _read_record
+    from .grid import FINISHED
+    from .results import read_record
 
     results_root = paths.results_root(results_root)
     todo = []
     for p in points:
         out_dir = p.out_dir(results_root)
-        record = _read_record(out_dir / "record.json")
+        record = read_record(out_dir / "record.json")
         if not force and record is not None and record.get("status") in FINISHED:
             if verbose:
                 print(f"{p.run_id}: {record['status']}, not submitted", flush=True)
             continue
-        if claims.holder(out_dir) is not None:
+        holder = claims.holder(out_dir)
+        if holder is not None:
             if verbose:
-                print(f"{p.run_id}: claimed ({claims.describe(claims.holder(out_dir))}), not submitted", flush=True)
+                print(f"{p.run_id}: claimed ({claims.describe(holder)}), not submitted", flush=True)
             continue
         todo.append(p)
     if not todo:

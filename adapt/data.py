@@ -781,7 +781,7 @@ def _download_idx(spec: _IdxSpec, raw: Path, filename: str) -> None:
     """Fetch one file of ``spec`` into ``raw`` with torchvision's downloader (md5 checked; the
     EMNIST archive is unpacked and its four files of the split moved into ``raw``).
     Module-level so that tests can replace it."""
-    from torchvision.datasets.utils import download_url, extract_archive
+    from torchvision.datasets.utils import download_url
 
     if spec.archive:
         download_url(spec.url, str(raw), filename=spec.filename, md5=spec.tgz_md5)

@@ -7,6 +7,7 @@ import pytest
 
 import adapt.train
 from adapt import grid as G
+from adapt import runner as R
 from adapt.configs import CONFIGS
 from adapt.results import SCHEMA, atomic_write_json, load_record, load_records
 from adapt.tables import accuracy_table
@@ -219,5 +220,5 @@ def test_papermill_executor_runs_the_notebook_and_isolates_a_failure(tmp_path):
 
 
 def test_a_results_root_inside_the_repository_reaches_the_notebook_relative():
-    assert G._notebook_results_root(G._REPO / "results") == "results"
-    assert G._notebook_results_root(G._REPO / "results" / "x") == "results/x"
+    assert R._notebook_results_root(G._REPO / "results") == "results"
+    assert R._notebook_results_root(G._REPO / "results" / "x") == "results/x"

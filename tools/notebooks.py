@@ -5,7 +5,7 @@
     python tools/notebooks.py check [NOTEBOOK ...]
 
 ``run`` executes each notebook at its parameter defaults (kernel ``python3``, working
-directory ``notebooks/``) into ``--out`` (default: in place, then cleaned) and fails
+directory ``notebooks/``) into ``--out`` (default: in place), cleans the result and fails
 on the first error.  ``clean`` strips what changes on every execution and would make
 diffs unreadable: papermill's metadata and timestamps, execution counts of unchanged
 cells stay, the kernelspec is normalised to ``python3``.  ``check`` reports notebooks
@@ -49,6 +49,8 @@ def clean(nb) -> bool:
         if key not in ("name", "pygments_lexer", "codemirror_mode", "file_extension", "mimetype", "nbconvert_exporter"):
             nb.metadata["language_info"].pop(key)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a new random id on every run
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
@@ -82,10 +84,10 @@ def run(paths, out_dir=None, parameters=None) -> None:
         print(f"executing {path.relative_to(ROOT)} -> {target}", flush=True)
         papermill.execute_notebook(str(path), str(target), parameters=parameters or {}, kernel_name="python3",
                                    cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
-        if out_dir is None:
-            nb = nbformat.read(target, as_version=4)
-            clean(nb)
-            nbformat.write(nb, target)
+        # in place or not (results/<profile>/notebooks/ are committed too): no timestamps, no paths
+        nb = nbformat.read(target, as_version=4)
+        clean(nb)
+        nbformat.write(nb, target)
 
 
 def main(argv=None) -> int:

@@ -111,7 +111,6 @@ def iso_note(figures: pd.DataFrame, corrected: Optional[pd.DataFrame] = None) ->
     metrics = sorted({str(m) for m in figs["iso_metric"].dropna()})
     target = ", ".join(f"{t:g}" for t in targets) or "none set"
     metric = " / ".join(f"`{m}`" for m in metrics) or "the accuracy"
-    reached = figs["iso_reached"].astype(bool)
     arms = []
     for (method, variant), g in figs.groupby(["method", "variant"], sort=False):
         arms.append((METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, variant != "reference",

@@ -1,0 +1,401 @@
+"""Running grid points: train one, run many, read their state from the results folder.
+
+The points themselves (:class:`~adapt.grid.GridPoint`, the profile tables, the selection)
+are defined in :mod:`adapt.grid`; ``python -m adapt.grid`` is the command line over both.
+
+Running a point
+---------------
+``executor="papermill"`` executes the training notebook (``notebooks/10-train.ipynb``)
+with the parameters ``config_name, variant, seed, fold, results_root, force`` (plus
+``overrides``, a dict of config fields, only when the point has any) and keeps the
+executed copy beside the record as ``<out_dir>/10-train.ipynb``.  ``results_root`` is
+handed to the notebook relative to the repository when it lies inside it (the
+notebook resolves it with :func:`adapt.paths.results_root`), so the executed copies
+hold no machine-specific absolute path.  The notebook is expected to call
+:func:`train_point` with its parameters; the kernel inherits this process's claim on
+the point (:mod:`adapt.claims`) and its printed lines are forwarded as they arrive.
+
+* A point that another live process has claimed is skipped (status ``claimed``).
+``executor="inline"`` calls :func:`adapt.train.run` in this process (tests, and a
+fallback where no Jupyter kernel is available).
+
+* A point whose ``record.json`` is finished (``completed`` or ``diverged``) with the
+  same config is skipped (``force=True`` recomputes it).
+* A point whose record holds a *different* config (the grid or a config changed
+  since it ran) is reported ``stale`` and left untouched; rerun it with ``force``.
+* An unfinished point (``interrupted``, ``running`` after a kill, ``failed``) resumes
+  from its ``checkpoint.pt`` (``adapt.train.run(resume=True)``); without a checkpoint
+  it starts afresh.
+* Any exception inside a point is caught: the point is reported ``failed`` and the
+  grid goes on.  The record says so: :func:`adapt.train.run` marks a run that fails
+  mid-training ``failed`` itself; a point that failed before its record existed gets
+  a minimal record (:func:`adapt.grid.failure_record`, the same ``adapt.run/1`` schema, no
+  epochs) so the tables list it as failed.  ``KeyboardInterrupt`` is not caught:
+  the record stays ``running`` with its checkpoint, and the next run resumes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+from . import paths
+from .grid import (_REPO, DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid,
+                   select)
+from .results import read_record
+
+__all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
+           "status_frame", "print_status", "run_workers"]
+
+
+def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
+    """Make ``out_dir/record.json`` say ``failed``: keep a record training wrote, else write a minimal one."""
+    from .results import atomic_write_json
+
+    path = out_dir / "record.json"
+    record = read_record(path)
+    if record is not None and record.get("status") == "failed" and record.get("message"):
+        return record  # adapt.train already recorded the failure
+    if record is None:
+        try:
+            cfg = point.config()
+        except Exception:  # the config itself is invalid
+            cfg = point.config_name
+        record = failure_record(cfg, message)
+        record.update(run_id=point.run_id, overrides=point.override_dict)
+    else:
+        record["status"] = "failed"
+        record["message"] = message
+        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(path, record)
+    return record
+
+
+#: The longest failure message kept in a record (the whole message of a data set error fits).
+MESSAGE_LIMIT = 4000
+
+
+def failure_message(exc: BaseException) -> str:
+    """The whole message of ``exc`` (all its lines: what was found and what to do), for the record.
+
+    A papermill error carries the notebook cell's traceback; its exception name and
+    value are what the training code raised.
+    """
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if type(exc).__name__ == "PapermillExecutionError":
+        ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+        if ename:
+            text = f"{ename}: {evalue} (in the notebook, cell {getattr(exc, 'exec_count', '?')})"
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + " [...]"
+    return text or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- running
+def train_point(config_name: str, variant: str = "reference", seed: int = 0, fold: int = 0,
+                results_root=None, force: bool = False, overrides: Optional[dict] = None,
+                progress: bool = True, device=None, **train_kwargs) -> dict:
+    """Train one point into ``<results_root>/<profile>/<run_id>/`` and return its record.
+
+    What ``adapt run`` and the training notebook call (and the inline executor)::
+
+        from adapt.grid import train_point
+        record = train_point("smoke/adapt/alexnet_cifar/digits", seed=3, overrides={"lr": 0.001, "epochs": 15})
+
+    ``overrides`` (config fields) make a custom run with a run id of its own
+    (:attr:`GridPoint.run_id`), so it never replaces the grid point's record.
+    ``results_root``: see :func:`adapt.paths.results_root` (default ``$ADAPT_RESULTS`` or
+    the repository's ``results/``).  ``progress`` prints a line per epoch.
+
+    Resumes an unfinished run from its checkpoint; returns a finished one without
+    recomputing unless ``force``.  The point is claimed for the call
+    (:mod:`adapt.claims`): :class:`adapt.claims.PointClaimed` when another process is
+    training it.
+    """
+    from . import claims, train
+    from .results import set_aside
+
+    point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
+    config = point.config()
+    out_dir = point.out_dir(results_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_info = {"run_id": point.run_id, "overrides": point.override_dict}
+    with claims.claim(out_dir):
+        existing = read_record(out_dir / "record.json")
+        if existing is not None and not force:
+            if _jsonable(existing.get("config")) != _jsonable(config.to_dict()):
+                raise ValueError(f"{out_dir / 'record.json'} holds a run of another config; "
+                                 f"use force=True (adapt run --force) to replace it")
+            if existing.get("status") in FINISHED:
+                if progress:
+                    print(f"[{point.run_id}] already {existing['status']} in {out_dir} (force=True retrains it)",
+                          flush=True)
+                return existing
+            if not (out_dir / "checkpoint.pt").exists():
+                # Nothing to resume (a failure record, a run killed before its first epoch ended, or
+                # a checkpoint set aside as corrupt): start afresh, keeping any history aside.
+                if existing.get("epochs"):
+                    kept = set_aside(out_dir / "record.json", ".previous")
+                    if progress:
+                        print(f"[{point.run_id}] no checkpoint to resume from: restarting from scratch "
+                              f"(the old record is kept as {kept.name})", flush=True)
+                force = True
+        return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
+                         run_info=run_info, **train_kwargs)
+
+
+def _resolve_notebook(notebook) -> Path:
+    nb = Path(notebook)
+    if not nb.is_absolute() and not nb.exists() and (_REPO / nb).exists():
+        nb = _REPO / nb
+    return nb.resolve()
+
+
+def _notebook_results_root(results_root: Path) -> str:
+    """``results_root`` as the training notebook takes it: relative to the repository when inside it."""
+    try:
+        return Path(results_root).resolve().relative_to(_REPO).as_posix()
+    except ValueError:
+        return str(Path(results_root).resolve())
+
+
+def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, progress: bool) -> None:
+    import papermill
+
+    from . import claims
+
+    nb = _resolve_notebook(notebook)
+    if not nb.exists():
+        raise FileNotFoundError(f"training notebook {notebook!r} not found")
+    out_dir = point.out_dir(results_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The kernel is a child process: it inherits the claim this process holds on out_dir.
+    previous = os.environ.get(claims.HELD_ENV)
+    os.environ[claims.HELD_ENV] = str(out_dir.resolve())
+    try:
+        # The kernel's printed lines (one per epoch) are forwarded as they arrive.  Paths relative to
+        # where they are used (papermill's metadata: this process's cwd; the results root: the
+        # repository), so the executed copy holds no machine-specific path.
+        papermill.execute_notebook(
+            os.path.relpath(nb), os.path.relpath(out_dir / nb.name),
+            parameters=point.params(_notebook_results_root(results_root), force),
+            kernel_name="python3", cwd=os.path.relpath(nb.parent), log_output=False, progress_bar=False,
+            stdout_file=sys.stdout if progress else None, stderr_file=sys.stderr if progress else None)
+    finally:
+        if previous is None:
+            os.environ.pop(claims.HELD_ENV, None)
+        else:
+            os.environ[claims.HELD_ENV] = previous
+
+
+def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
+              notebook=DEFAULT_NOTEBOOK, force: bool = False, progress: bool = False, label: str = "") -> dict:
+    """Run one point unless it is done or claimed; never raises for a failure of the run itself.
+
+    Returns ``{"run_id", "config_name", "variant", "seed", "fold", "status", "action",
+    "wall_s", "message", "out_dir"}`` where ``status`` is the record's status after the
+    call (``completed``, ``diverged``, ``interrupted``, ``failed``), ``stale`` (a record
+    of another config is in the way) or ``claimed`` (another process is training it),
+    and ``action`` is ``skipped``, ``ran`` or ``failed``.  With ``progress``, a line is
+    printed when the point starts and one per epoch while it trains.
+    """
+    from . import claims
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    results_root = paths.results_root(results_root)
+    out_dir = point.out_dir(results_root)
+    summary = {"run_id": point.run_id, "config_name": point.config_name, "variant": point.variant,
+               "seed": point.seed, "fold": point.fold, "status": None, "action": None, "wall_s": 0.0,
+               "message": "", "out_dir": str(out_dir)}
+    t0 = time.time()
+
+    def done_already() -> bool:
+        existing = read_record(out_dir / "record.json")
+        if existing is None or force:
+            return False
+        try:
+            wanted = _jsonable(point.config().to_dict())
+        except Exception as exc:  # an invalid override: the point fails, the record stays as it is
+            summary.update(status="failed", action="failed", message=failure_message(exc))
+            return True
+        if _jsonable(existing.get("config")) != wanted:
+            summary.update(status="stale", action="skipped",
+                           message="record.json holds a run of another config; rerun with --force to replace it")
+            return True
+        if existing.get("status") in FINISHED:
+            summary.update(status=existing["status"], action="skipped", message=existing.get("message", ""))
+            return True
+        return False
+
+    if done_already():
+        return summary
+    try:
+        with claims.claim(out_dir):
+            if done_already():  # finished by another process between the check and the claim
+                return summary
+            if progress:
+                print(f"{label}{' ' if label else ''}{point.run_id}: starting ({point.config_name}, "
+                      f"{executor})", flush=True)
+            try:
+                if executor == "inline":
+                    train_point(point.config_name, point.variant, point.seed, point.fold, results_root, force,
+                                point.override_dict, progress=progress)
+                else:
+                    _run_papermill(point, results_root, notebook, force, progress)
+                record = read_record(out_dir / "record.json")
+                if record is None:
+                    raise RuntimeError(f"the run finished without writing {out_dir / 'record.json'}")
+                summary.update(status=record["status"], action="ran", message=record.get("message", ""))
+            except Exception as exc:
+                message = failure_message(exc)
+                record = _mark_failed(point, out_dir, message)
+                summary.update(status="failed", action="failed", message=record.get("message") or message)
+    except claims.PointClaimed as exc:
+        summary.update(status="claimed", action="skipped", message=str(exc))
+    summary["wall_s"] = time.time() - t0
+    return summary
+
+
+def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str = "papermill",
+             force: bool = False, only: Union[str, Sequence[str], None] = None, notebook=DEFAULT_NOTEBOOK,
+             points: Optional[Iterable[GridPoint]] = None, progress: Optional[bool] = None, verbose: bool = True,
+             match: Union[str, Sequence[str], None] = None):
+    """Run every point of ``profile`` (or the given ``points``); returns a DataFrame of their statuses.
+
+    ``only``: exact run ids; ``match``: shell-style patterns (:func:`select`).  With
+    ``verbose``, a line is printed when a point starts, one per epoch while it trains
+    (``progress``, default: ``verbose``), and one when it ends.
+    """
+    import pandas as pd
+
+    pts = select(list(points) if points is not None else grid(profile), only, match)
+    progress = verbose if progress is None else progress
+    rows = []
+    width = len(str(len(pts)))
+    for i, p in enumerate(pts, 1):
+        label = f"[{i:>{width}}/{len(pts)}]"
+        row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
+                        label=label)
+        rows.append(row)
+        if verbose:
+            lines = (row["message"] or "").splitlines() if row["status"] != "completed" else []
+            msg = f"  {lines[0]}" if lines else ""
+            print(f"{label} {row['run_id']:<48} {row['status']:<11} {row['action']:<7} {row['wall_s']:7.1f}s{msg}",
+                  flush=True)
+            for line in lines[1:]:
+                print(f"{' ' * (len(label) + 1)}  {line}", flush=True)
+    cols = ["run_id", "config_name", "variant", "seed", "fold", "status", "action", "wall_s", "message", "out_dir"]
+    frame = pd.DataFrame(rows, columns=cols)
+    if verbose and len(frame):
+        counts = ", ".join(f"{k} {v}" for k, v in frame["status"].value_counts().items())
+        print(f"{len(frame)} point(s): {counts}; {frame['wall_s'].sum():.0f}s", flush=True)
+    return frame
+
+
+# ----------------------------------------------------------------------------- status, workers
+def point_status(point: GridPoint, results_root=None) -> dict:
+    """What the results folder says of ``point`` now (read only; works while other processes train).
+
+    ``state`` is ``queued`` (nothing yet), ``claimed`` (a live process holds it; ``epoch``
+    of ``epochs`` done), ``completed``, ``diverged``, ``failed`` (``message``),
+    ``interrupted`` (resumable), ``stale`` (a record of another config) or ``corrupt``
+    (a record that does not parse).
+    """
+    from . import claims
+    from .results import RecordError, load_record
+
+    out_dir = point.out_dir(results_root)
+    row = {"run_id": point.run_id, "state": "queued", "epoch": None, "epochs": None, "holder": "", "message": ""}
+    try:
+        row["epochs"] = point.config().epochs
+    except ValueError:
+        pass
+    record = None
+    try:
+        if (out_dir / "record.json").exists():
+            record = load_record(out_dir / "record.json")
+    except RecordError as exc:
+        row.update(state="corrupt", message=exc.problem)
+    if record is not None:
+        row["epoch"] = len(record.get("epochs") or [])
+        status = record.get("status")
+        if _jsonable(record.get("config")) != _jsonable(point.config().to_dict()):
+            row["state"] = "stale"
+        elif status == "running":
+            row["state"] = "interrupted"  # unless a live process holds it (below)
+        else:
+            row["state"] = status
+        row["message"] = (record.get("message") or "").splitlines()[0] if record.get("message") else ""
+    holder = claims.holder(out_dir)
+    if holder is not None:
+        row.update(state="claimed", holder=claims.describe(holder))
+    job = _job_info(out_dir)
+    if job is not None and row["state"] in ("queued", "claimed", "interrupted"):
+        row["holder"] = f"{row['holder']}  job {job.get('job_id')}".strip()
+    return row
+
+
+def _job_info(out_dir: Path) -> Optional[dict]:
+    """``slurm/job.json`` of a run folder (written when the point was submitted as a job), or None."""
+    try:
+        info = json.loads((out_dir / "slurm" / "job.json").read_text())
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def status_frame(points: Sequence[GridPoint], results_root=None):
+    """One row per point: :func:`point_status`."""
+    import pandas as pd
+
+    return pd.DataFrame([point_status(p, results_root) for p in points],
+                        columns=["run_id", "state", "epoch", "epochs", "holder", "message"])
+
+
+def print_status(points: Sequence[GridPoint], results_root=None) -> None:
+    frame = status_frame(points, results_root)
+    width = max([len(r) for r in frame["run_id"]] + [6])
+    for row in frame.itertuples():
+        done = f"epoch {row.epoch}/{row.epochs}" if row.epoch is not None and row.epochs else ""
+        extra = "  ".join(x for x in (done, row.holder, row.message) if x)
+        print(f"{row.run_id:<{width}}  {row.state:<11}  {extra}".rstrip())
+    counts = ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
+    print(f"{len(frame)} point(s): {counts}")
+
+
+def run_workers(devices: Sequence[str], argv: Sequence[str]) -> int:
+    """One grid process per device (``ADAPT_DEVICE`` set for each), all on the same points and results.
+
+    Each worker takes the next point that is neither finished nor claimed, so every point
+    is trained once; their lines are printed prefixed with the device.  Returns the
+    largest exit status of the workers.
+    """
+    import subprocess
+    import threading
+
+    procs, threads = [], []
+
+    def pump(proc, tag):
+        for line in proc.stdout:
+            sys.stdout.write(f"[{tag}] {line}")
+            sys.stdout.flush()
+
+    for i, device in enumerate(devices):
+        env = dict(os.environ, ADAPT_DEVICE=device, ADAPT_WORKER=str(i))
+        proc = subprocess.Popen([sys.executable, "-m", "adapt.grid", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+        t = threading.Thread(target=pump, args=(proc, f"{device}#{i}"), daemon=True)
+        t.start()
+        procs.append(proc)
+        threads.append(t)
+    codes = [p.wait() for p in procs]
+    for t in threads:
+        t.join()
+    return max(codes) if codes else 0
+
+
