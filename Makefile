@@ -81,7 +81,7 @@ ifeq ($(PROFILE),smoke)
 endif
 	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
 ifeq ($(PROFILE),smoke)
-	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb
+	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb $(if $(FORCE),-p retrain true,)
 	$(MAKE) --no-print-directory figures PROFILE=mnist5k
 endif
 

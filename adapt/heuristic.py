@@ -47,6 +47,11 @@ option                    released behaviour (``"reference"``)        corrected 
                           exp(Q)(Q - P)``; ``Q(w)``'s histogram over  res eps)``, ``eps = KL_EPSILON = 1e-10``.
                           ``[min w, max w]``, values outside
                           dropped.
+``kl_threshold``          ``0.0``: information loss iff the test      ``"g_test"``: iff ``D_KL > chi2.isf(kl_alpha,
+                          value ``> 0`` (the corrected ``D_KL`` of a  res - 1) / (2 n)`` (:func:`loss_free_threshold`,
+                          real tensor is practically never 0).        ``n`` values tested, ``kl_alpha = 0.05``): the
+                                                                      histogram's own sampling noise.  Any float
+                                                                      ``>= 0`` may be given instead.
 ``fl_probe``              ``"lo"``: the FL bisection evaluates the    ``"mid"``: it evaluates ``mid``.
                           loss at its lower bound, not at ``mid``.
 ``bisection_return``      ``"lower"``: both bisections return the     ``"first_loss_free"``: lower-bound searches
@@ -91,8 +96,9 @@ steps still normalize, accumulate and adapt lookback and resolution, but the
 ``count >= lookback`` test and PushDown/PushUp run only in :meth:`AdaptPolicy.end_epoch`,
 on the masters after the epoch's last step; a tensor below its lookback keeps
 accumulating into the next epoch; weights are re-quantized after the switches);
-``kl_threshold`` (information loss iff the test value ``> kl_threshold``; 0 as
-released); ``fl_floor`` (4, hard-coded in the release); ``log_interval`` (10 steps).
+``kl_alpha`` (the significance level of ``kl_threshold="g_test"``, 0.05; unused
+otherwise); ``kl_epsilon`` (the corrected KL's smoothing, ``KL_EPSILON``); ``fl_floor``
+(4, hard-coded in the release); ``log_interval`` (10 steps).
 
 Where things run.  Per step the policy makes two device syncs (nonzero counts with the
 gradient norms, then the gradient diversities; multi-tensor ``torch._foreach_*`` kernels
@@ -127,7 +133,9 @@ from .policies import PrecisionPolicy, TensorTrace
 from .quant import FixedPoint, fixed_point
 
 __all__ = [
+    "KL_ALPHA",
     "KL_EPSILON",
+    "G_TEST",
     "STRATEGIES",
     "VARIANTS",
     "VARIANT_OPTIONS",
@@ -135,6 +143,7 @@ __all__ = [
     "next_lookback",
     "next_resolution",
     "information_loss",
+    "loss_free_threshold",
     "push_down",
     "push_up",
     "next_strategy",
@@ -147,18 +156,25 @@ VARIANTS = ("reference", "corrected")
 #: Smoothing of the corrected KL: each bin probability p becomes (p + eps) / (1 + res * eps).
 KL_EPSILON = 1e-10
 
+#: ``kl_threshold`` value selecting the G-test threshold :func:`loss_free_threshold` (the corrected default).
+G_TEST = "g_test"
+#: Default significance level of the G-test threshold (``kl_alpha``).
+KL_ALPHA = 0.05
+
 #: Every quirk option and its value under each variant (the table of the module docstring).
 VARIANT_OPTIONS = {
-    "reference": dict(test_slice="first", kl="reference", fl_probe="lo", bisection_return="lower",
-                      activation_map="released", bias_format="preceding", normalize_gradients=True,
-                      strategy_average="released", initial_quantization="first_step"),
-    "corrected": dict(test_slice="all", kl="corrected", fl_probe="mid", bisection_return="first_loss_free",
-                      activation_map="own", bias_format="own_layer", normalize_gradients=False,
-                      strategy_average="mean", initial_quantization="setup"),
+    "reference": dict(test_slice="first", kl="reference", kl_threshold=0.0, fl_probe="lo",
+                      bisection_return="lower", activation_map="released", bias_format="preceding",
+                      normalize_gradients=True, strategy_average="released", initial_quantization="first_step"),
+    "corrected": dict(test_slice="all", kl="corrected", kl_threshold=G_TEST, fl_probe="mid",
+                      bisection_return="first_loss_free", activation_map="own", bias_format="own_layer",
+                      normalize_gradients=False, strategy_average="mean", initial_quantization="setup"),
 }
+#: The two variant values of each option; ``kl_threshold`` also accepts any real number >= 0.
 _OPTION_VALUES = {
     "test_slice": ("first", "all"),
     "kl": VARIANTS,
+    "kl_threshold": (0.0, G_TEST),
     "fl_probe": ("lo", "mid"),
     "bisection_return": ("lower", "first_loss_free"),
     "activation_map": ("released", "own"),
@@ -206,6 +222,28 @@ def _tensor(name, w) -> torch.Tensor:
     if w.numel() == 0:
         raise ValueError(f"{name} must not be empty")
     return w
+
+
+def _alpha(name, value) -> float:
+    value = _number(name, value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
+    return value
+
+
+def _threshold(name, value):
+    """``"g_test"`` or a real number >= 0 (returned as float)."""
+    if isinstance(value, str):
+        if value != G_TEST:
+            raise ValueError(f"{name} must be {G_TEST!r} or a real number >= 0, got {value!r}")
+        return value
+    try:
+        value = _number(name, value)
+    except ValueError:
+        raise ValueError(f"{name} must be {G_TEST!r} or a real number >= 0, got {value!r}") from None
+    if not value >= 0:
+        raise ValueError(f"{name} must be {G_TEST!r} or a real number >= 0, got {value}")
+    return value
 
 
 def _format_args(wl, fl):
@@ -287,7 +325,10 @@ def next_resolution(resolution: int, lookback: int, min_lookback: int, max_lookb
 
 def information_loss(w: torch.Tensor, wl: int, fl: int, resolution: int, variant: str = "reference",
                      generator=None, *, epsilon: float = KL_EPSILON) -> float:
-    """The quantization information-loss test value (``MSGD_FP.__fpq_loss``); loss iff the value ``> 0``.
+    """The quantization information-loss test value (``MSGD_FP.__fpq_loss``).
+
+    Loss iff the value ``> 0`` as released; the corrected policy compares the corrected
+    value with :func:`loss_free_threshold` instead (``kl_threshold="g_test"``).
 
     ``w_hat = Q(w, wl, fl)`` with stochastic rounding from ``generator``.
 
@@ -332,6 +373,39 @@ def information_loss(w: torch.Tensor, wl: int, fl: int, resolution: int, variant
     return float((p * torch.log(p / q)).sum())
 
 
+def loss_free_threshold(n, resolution, alpha: float = KL_ALPHA) -> float:
+    """The corrected variant's loss-free threshold on ``D_KL``: ``chi2.isf(alpha, k - 1) / (2 n)``.
+
+    Not in the release (whose threshold is 0, docs/method.md §1.4.6); the corrected
+    variant's decision (``kl_threshold="g_test"``), derived in docs/method.md §1.4.6.
+    ``n`` is the number of values tested, ``k = resolution`` the number of bins.
+
+    Why: a histogram of ``n`` values drawn from a distribution ``Q`` has
+    ``G = 2 n D_KL(P_hat || Q)`` asymptotically chi-square with ``k - 1`` degrees of
+    freedom (Wilks' theorem for the multinomial; the G-test), and ``D_KL`` is
+    symmetric to second order, so the direction does not matter at that order.  A
+    divergence below the ``1 - alpha`` quantile of ``G / (2 n)`` is within what
+    resampling the same distribution at this histogram's resolution would produce:
+    "loss-free" means indistinguishable at the histogram's own sampling resolution.
+    It is a scale set by sampling noise, not an exact test: the two histograms are
+    not independent samples (``Q(w)`` is a function of ``w``), both are estimated (two
+    independent samples would give about twice the variance), the bins are fit to the
+    data's range, and the chi-square limit needs several values per bin (``n >> k``;
+    for ``n`` of the order of ``k`` the threshold is large and little is called lossy).
+
+    ``k = 1`` gives 0 (one bin: ``D_KL = 0`` exactly).  Uses ``scipy.stats.chi2.isf``
+    (the upper quantile, accurate for small ``alpha``).
+    """
+    n = _int("n", n, 1)
+    resolution = _int("resolution", resolution, 1)
+    alpha = _alpha("alpha", alpha)
+    if resolution == 1:
+        return 0.0
+    from scipy.stats import chi2  # imported here: scipy's import is slow and most users never need it
+
+    return float(chi2.isf(alpha, resolution - 1)) / (2.0 * n)
+
+
 def _bisect(lossy, lo: int, hi: int, probe: str) -> tuple:
     """The released bisection loop of ``__push_down_fl`` / ``__push_down_wl``; returns (lo, hi)."""
     for _ in range(hi - lo):
@@ -347,8 +421,8 @@ def _bisect(lossy, lo: int, hi: int, probe: str) -> tuple:
 
 def push_down(w: torch.Tensor, wl: int, fl: int, resolution: int, variant: str = "reference",
               fl_floor: int = 4, generator=None, *, kl: Optional[str] = None, probe: Optional[str] = None,
-              bisection_return: Optional[str] = None, threshold: float = 0.0,
-              epsilon: float = KL_EPSILON) -> tuple[int, int]:
+              bisection_return: Optional[str] = None, threshold=0.0, alpha: float = KL_ALPHA,
+              epsilon: float = KL_EPSILON, record: Optional[list] = None) -> tuple[int, int]:
     """PushDown (``MSGD_FP.__push_down``): lower FL, then WL, by bisection on :func:`information_loss`.
 
     As released (``variant="reference"``)::
@@ -372,7 +446,15 @@ def push_down(w: torch.Tensor, wl: int, fl: int, resolution: int, variant: str =
     The keyword-only ``kl`` (the :func:`information_loss` variant), ``probe``
     (``"lo"``/``"mid"``, FL loop only; the WL loop always probes ``mid``) and
     ``bisection_return`` (``"lower"``/``"first_loss_free"``) override the variant's
-    choices one by one.  Information loss is ``value > threshold`` (0 as released).
+    choices one by one.  Information loss is ``value > threshold``: ``threshold`` is a
+    real number >= 0 (0 as released) or ``"g_test"``, which uses
+    :func:`loss_free_threshold` ``(w.numel(), resolution, alpha)`` (the corrected
+    policy's default, ``kl_threshold``; this function's default stays 0).
+
+    ``record``: a list to which every probe appends ``{"stage": "fl" | "wl",
+    "word_length", "fractional_length", "value", "threshold", "lossy"}`` (the format
+    tested, the :func:`information_loss` value, the threshold it was compared with and
+    the outcome), in evaluation order.
     """
     _tensor("w", w)
     wl, fl = _format_args(wl, fl)
@@ -384,24 +466,34 @@ def push_down(w: torch.Tensor, wl: int, fl: int, resolution: int, variant: str =
     probe = _choice("probe", opts["fl_probe"] if probe is None else probe, _OPTION_VALUES["fl_probe"])
     bisection_return = _choice("bisection_return", opts["bisection_return"] if bisection_return is None
                                else bisection_return, _OPTION_VALUES["bisection_return"])
-    threshold = _number("threshold", threshold)
+    threshold = _threshold("threshold", threshold)
+    alpha = _alpha("alpha", alpha)
+    if threshold == G_TEST:
+        threshold = loss_free_threshold(w.numel(), resolution, alpha)
+    if record is not None and not isinstance(record, list):
+        raise ValueError(f"record must be None or a list, got {type(record).__name__}")
 
-    def lossy(wl_, fl_):
-        return information_loss(w, wl_, fl_, resolution, kl, generator, epsilon=epsilon) > threshold
+    def lossy(stage, wl_, fl_):
+        value = information_loss(w, wl_, fl_, resolution, kl, generator, epsilon=epsilon)
+        out = value > threshold
+        if record is not None:
+            record.append({"stage": stage, "word_length": wl_, "fractional_length": fl_, "value": value,
+                           "threshold": threshold, "lossy": out})
+        return out
 
     if bisection_return == "lower":
-        lo, _ = _bisect(lambda f: lossy(wl, f), fl_floor, fl, probe)
+        lo, _ = _bisect(lambda f: lossy("fl", wl, f), fl_floor, fl, probe)
         fl_new = lo
-        lo, _ = _bisect(lambda x: lossy(x, fl_new), fl_new, wl, "mid")
+        lo, _ = _bisect(lambda x: lossy("wl", x, fl_new), fl_new, wl, "mid")
         return lo, fl_new
     # Lower-bound searches: the sentinel below the range is never evaluated.
     lo, hi = fl_floor - 1, fl
     if hi - lo > 1:
-        _, hi = _bisect(lambda f: lossy(wl, max(f, 0)), lo, hi, probe)
+        _, hi = _bisect(lambda f: lossy("fl", wl, max(f, 0)), lo, hi, probe)
     fl_new = hi
     lo, hi = max(fl_new, 1) - 1, wl
     if hi - lo > 1:
-        _, hi = _bisect(lambda x: lossy(max(x, 1), fl_new), lo, hi, "mid")
+        _, hi = _bisect(lambda x: lossy("wl", max(x, 1), fl_new), lo, hi, "mid")
     return hi, fl_new
 
 
@@ -630,8 +722,8 @@ class AdaptPolicy(PrecisionPolicy):
                  push_up_strategy: str = "min", initial_word_length: int = 8, initial_fractional_length: int = 4,
                  variant: str = "reference", *, test_slice=None, kl=None, fl_probe=None, bisection_return=None,
                  activation_map=None, bias_format=None, normalize_gradients=None, strategy_average=None,
-                 initial_quantization=None, switch_at: str = "step", kl_threshold: float = 0.0,
-                 kl_epsilon: float = KL_EPSILON, fl_floor: int = 4, log_interval: int = 10, seed: int = 0,
+                 initial_quantization=None, switch_at: str = "step", kl_threshold=None,
+                 kl_alpha: float = KL_ALPHA, kl_epsilon: float = KL_EPSILON, fl_floor: int = 4, log_interval: int = 10, seed: int = 0,
                  loss_penalty: bool = True, lookback_bounds: str = "checked"):
         self.min_resolution, self.max_resolution = _bounds("min_resolution", min_resolution,
                                                            "max_resolution", max_resolution, 1)
@@ -650,16 +742,20 @@ class AdaptPolicy(PrecisionPolicy):
         self.initial_format = FixedPoint(_int("initial_word_length", initial_word_length, 1, 32),
                                          _int("initial_fractional_length", initial_fractional_length, 0, 32))
         self.variant = _choice("variant", variant, VARIANTS)
-        given = dict(test_slice=test_slice, kl=kl, fl_probe=fl_probe, bisection_return=bisection_return,
-                     activation_map=activation_map, bias_format=bias_format,
+        given = dict(test_slice=test_slice, kl=kl, kl_threshold=kl_threshold, fl_probe=fl_probe,
+                     bisection_return=bisection_return, activation_map=activation_map, bias_format=bias_format,
                      normalize_gradients=normalize_gradients, strategy_average=strategy_average,
                      initial_quantization=initial_quantization)
         self.options = {}
         for key, value in given.items():
             value = VARIANT_OPTIONS[variant][key] if value is None else value
-            self.options[key] = _choice(key, value, _OPTION_VALUES[key])
+            if key == "kl_threshold":  # any real number >= 0, not only the two variant values
+                self.options[key] = _threshold(key, value)
+            else:
+                self.options[key] = _choice(key, value, _OPTION_VALUES[key])
         self.switch_at = _choice("switch_at", switch_at, ("step", "epoch"))
-        self.kl_threshold = _number("kl_threshold", kl_threshold)
+        self.kl_threshold = self.options["kl_threshold"]
+        self.kl_alpha = _alpha("kl_alpha", kl_alpha)
         self.kl_epsilon = _number("kl_epsilon", kl_epsilon)
         if not self.kl_epsilon > 0:
             raise ValueError(f"kl_epsilon must be > 0, got {kl_epsilon}")
@@ -761,35 +857,22 @@ class AdaptPolicy(PrecisionPolicy):
         timings = self.timings
         live = [i for i, qp in enumerate(self._qps) if qp.param.grad is not None]
         grads = [self._qps[i].param.grad for i in live]
-        # One device sync for the nonzero counts (penalty) and the gradient norms.  On CPU the
-        # multi-tensor norm is torch.linalg.vector_norm tensor by tensor (bit-identical to
+        normalize = self.options["normalize_gradients"]
+        # Everything on the device first, then one transfer for all the numbers the rules need:
+        # the nonzero counts (penalty), the gradient norms and the norms of the GD buffers.  On
+        # CPU the multi-tensor norm is torch.linalg.vector_norm tensor by tensor (bit-identical to
         # gradient_diversity); CUDA's fused kernel may differ from it in the last bit.
         nnz = self._nonzeros()
         t_norm = time.perf_counter()
         grad_norms = list(torch._foreach_norm(grads)) if grads else []
-        t_norm = time.perf_counter() - t_norm  # (on CPU; asynchronous launches on CUDA)
-        values = torch.stack(nnz + grad_norms).tolist() if nnz or grad_norms else []
-        nnz, grad_norms = values[:len(nnz)], values[len(nnz):]
-        pen = self.loss_penalty(nnz) if self.use_loss_penalty else 0.0
-        self._last_penalty = pen
-        self._epoch_acc["penalty_sum"] += pen
-        self._epoch_acc["steps"] += 1
-        avg_lb = int(sum(self.lookback) / len(self.lookback)) if self.lookback else self.min_lookback
-        self.strategy, self.loss_history = next_strategy(
-            self.strategy, self.loss_history, float(loss) + pen / self.accumulation_steps, max(avg_lb, 1),
-            average=self.options["strategy_average"])
-        t = time.perf_counter()
-        timings["strategy"] += t - t_start - t_norm
-
-        if grads and self.options["normalize_gradients"]:
-            # g / ||g|| where ||g|| > 0 (MSGD_FP.step), in place; dividing by 1 elsewhere is exact,
-            # and the float32 norm divides exactly as the 0-d tensor would.
-            torch._foreach_div_(grads, [n if n > 0 else 1.0 for n in grad_norms])
-        t2 = time.perf_counter()
-        timings["normalize"] += t2 - t + t_norm
+        if grads and normalize:
+            # g / ||g|| where ||g|| > 0 (MSGD_FP.step), in place; dividing by 1 elsewhere is exact.
+            # A 0-d float32 divisor divides exactly as the Python float of its value did.
+            norms = torch.stack(grad_norms)
+            torch._foreach_div_(grads, list(torch.where(norms > 0, norms, torch.ones_like(norms)).unbind()))
+        t_div = time.perf_counter()
 
         weights = [i for i in live if self._is_weight[i]]
-        gds = {}
         if weights:
             acc_sums, acc_grads = [], []
             for k, i in enumerate(live):
@@ -802,11 +885,34 @@ class AdaptPolicy(PrecisionPolicy):
                     acc_sums.append(self.grad_sum[i])
                     acc_grads.append(g)
                 self.count[i] += 1
-                if not self.options["normalize_gradients"]:
-                    self.norm_sum[i] += grad_norms[k]
             if acc_sums:
                 torch._foreach_add_(acc_sums, acc_grads)
-            gds = dict(zip(weights, self._diversities(weights)))
+        sum_norms = list(torch._foreach_norm([self.grad_sum[i] for i in weights])) if weights else []
+        device_values = nnz + grad_norms + sum_norms
+        values = torch.stack(device_values).tolist() if device_values else []
+        nnz, grad_norms = values[:len(nnz)], values[len(nnz):len(nnz) + len(grad_norms)]
+        sum_norms = values[len(nnz) + len(grad_norms):]
+        t_read = time.perf_counter()
+
+        pen = self.loss_penalty(nnz) if self.use_loss_penalty else 0.0
+        self._last_penalty = pen
+        self._epoch_acc["penalty_sum"] += pen
+        self._epoch_acc["steps"] += 1
+        avg_lb = int(sum(self.lookback) / len(self.lookback)) if self.lookback else self.min_lookback
+        self.strategy, self.loss_history = next_strategy(
+            self.strategy, self.loss_history, float(loss) + pen / self.accumulation_steps, max(avg_lb, 1),
+            average=self.options["strategy_average"])
+        t2 = time.perf_counter()
+        timings["normalize"] += t_div - t_norm
+        timings["strategy"] += (t_norm - t_start) + (t2 - t_read)
+
+        gds = {}
+        if weights:
+            if not normalize:
+                for k, i in enumerate(live):
+                    if self._is_weight[i]:
+                        self.norm_sum[i] += grad_norms[k]
+            gds = dict(zip(weights, self._gd_values(weights, sum_norms)))
         timing_push = [0.0, 0.0]
         inline_copy = self.options["bias_format"] == "preceding"
         for i in live:
@@ -829,21 +935,26 @@ class AdaptPolicy(PrecisionPolicy):
         t_end = time.perf_counter()
         timings["push_down"] += timing_push[0]
         timings["push_up"] += timing_push[1]
-        timings["bookkeeping"] += (t_end - t2) - timing_push[0] - timing_push[1]
+        timings["bookkeeping"] += (t_end - t2) + (t_read - t_div) - timing_push[0] - timing_push[1]
         timings["total"] += t_end - t_start
         timings["steps"] += 1
 
     def _diversities(self, indices) -> list:
         """GD of each listed weight tensor's buffer; one device sync for all (same values as
         :func:`gradient_diversity`)."""
-        sums = [self.grad_sum[i] for i in indices]
-        norms = torch.stack(torch._foreach_norm(sums))
+        norms = torch.stack(torch._foreach_norm([self.grad_sum[i] for i in indices])).tolist()
+        return self._gd_values(indices, norms)
+
+    def _gd_values(self, indices, norms) -> list:
+        """``float32(numerator) / float32(norm)`` per listed tensor, ``norms`` being its buffer's norm
+        (a float32 value): the float32 division of :func:`gradient_diversity`, done on the host (IEEE
+        division, so the same bits as the tensor division)."""
         if self.options["normalize_gradients"]:
-            numer = [float(self.count[i]) for i in indices]
+            numer = np.array([float(self.count[i]) for i in indices], dtype=np.float32)
         else:
-            numer = [self.norm_sum[i] for i in indices]
-        numer = torch.tensor(numer, dtype=torch.float32, device=norms.device)
-        return (numer / norms).tolist()
+            numer = np.array([self.norm_sum[i] for i in indices], dtype=np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (numer / np.array(norms, dtype=np.float32)).tolist()
 
     def _copy_from_source(self, i: int) -> None:
         src = self._bias_src[i]
@@ -863,7 +974,7 @@ class AdaptPolicy(PrecisionPolicy):
         wl, fl = push_down(w, old[0], old[1], self.resolution[i], variant=self.variant, fl_floor=self.fl_floor,
                            generator=self.generator, kl=self.options["kl"], probe=self.options["fl_probe"],
                            bisection_return=self.options["bisection_return"], threshold=self.kl_threshold,
-                           epsilon=self.kl_epsilon)
+                           alpha=self.kl_alpha, epsilon=self.kl_epsilon)
         t1 = time.perf_counter()
         pushed_down = (wl, fl)
         wl, fl = push_up(wl, fl, gd, self.strategy, self.results_buffer)
@@ -932,6 +1043,14 @@ class AdaptPolicy(PrecisionPolicy):
     # -- records -----------------------------------------------------------------------
     def traces(self) -> dict:
         return {"tensors": self.trace.data, "strategy": self.strategy_log, "switches": self.events}
+
+    trace_state_keys = ("trace", "strategy_log", "events")
+
+    def state_from_traces(self, traces: dict, state: dict) -> dict:
+        """:meth:`traces` holds the tensor trace, the strategy log and the switch events as they are."""
+        return {"trace": self.trace.state_from_data(traces.get("tensors", {})),
+                "strategy_log": traces.get("strategy", {"step": [], "epoch": [], "strategy": []}),
+                "events": traces.get("switches", [])}
 
     def summary(self) -> dict:
         return {

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .quant import FixedPoint, quantize_gradient, quantize_ste, skip_draw
+from .quant import FixedPoint, fixed_point_many, quantize_gradient, quantize_ste, skip_draw
 
 #: Attribute a quantization hook sets on its output: ``(format, tensor._version)``.
 _STAMP = "_adapt_quantized_as"
@@ -166,13 +166,28 @@ class QuantizedModel:
         """The FP32 master tensors, in ``named_parameters()`` order: give these to the optimizer."""
         return [qp.master for qp in self.params.values()]
 
+    def _quantize_all(self, sources: list, formats: list, outs: list) -> None:
+        """``outs[k] = formats[k].quantize(sources[k])`` in order: one grouped call when every format is
+        fixed point (:func:`adapt.quant.fixed_point_many`, the same results and random draws), else one
+        call per tensor (MuPPET's dynamic fixed point)."""
+        if not sources:
+            return
+        if all(isinstance(f, FixedPoint) for f in formats):
+            fixed_point_many(sources, formats, self.rounding, self.generator, outs=outs)
+            return
+        for x, fmt, out in zip(sources, formats, outs):
+            fmt.quantize(x, self.rounding, self.generator, out=out)
+
     @torch.no_grad()
     def quantize_grads(self) -> None:
         """Quantize every weight gradient in place with its ``grad_format`` (before the optimizer step)."""
+        grads, formats = [], []
         for qp in self.params.values():
             g = qp.param.grad
             if g is not None and qp.grad_format is not None:
-                qp.grad_format.quantize(g, self.rounding, self.generator, out=g)
+                grads.append(g)
+                formats.append(qp.grad_format)
+        self._quantize_all(grads, formats, grads)
 
     def share_grads(self) -> None:
         """Point each master's ``.grad`` at the working parameter's gradient (no copy)."""
@@ -186,17 +201,27 @@ class QuantizedModel:
         A tensor without a ``weight_format`` gets the master's float32 value: that is
         how MuPPET's switch to FP32 "copies the master weights in".
         """
+        copy_to, copy_from, masters, formats, outs = [], [], [], [], []
         for qp in self.params.values():
-            data = qp.param.data
-            if qp.weight_format is None:
-                data.copy_(qp.master)
+            if qp.weight_format is None:  # draws nothing, so moving the copies first keeps every draw
+                copy_to.append(qp.param.data)
+                copy_from.append(qp.master)
             else:
-                qp.weight_format.quantize(qp.master, self.rounding, self.generator, out=data)
+                masters.append(qp.master)
+                formats.append(qp.weight_format)
+                outs.append(qp.param.data)
+        if copy_to:
+            torch._foreach_copy_(copy_to, copy_from)
+        self._quantize_all(masters, formats, outs)
 
     @torch.no_grad()
     def sparsity(self) -> dict:
         """Fraction of exact zeros in each working (quantized) parameter tensor."""
-        return {name: float((qp.param == 0).sum()) / qp.param.numel() for name, qp in self.params.items()}
+        if not self.params:
+            return {}
+        # One device transfer for all tensors (exact integer counts, as before).
+        zeros = torch.stack([(qp.param == 0).sum() for qp in self.params.values()]).tolist()
+        return {name: float(z) / qp.param.numel() for (name, qp), z in zip(self.params.items(), zeros)}
 
     # -- bookkeeping -------------------------------------------------------------------
     def disable(self) -> None:

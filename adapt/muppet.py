@@ -1,6 +1,7 @@
 """MuPPET (Rajagopal et al., ICML 2020): one global dynamic-fixed-point precision, switched by gradient diversity.
 
-Specification: docs/method.md §2.3 (the official code ``ICIdsl/muppet``:
+Specification: docs/method.md §2.3 (the official code
+``ICIdsl/muppet@a5cbb1318dcbd371e98cd7acf35d7773fedf68ba``, cited as ``@a5cbb13``:
 ``quantize.py``, ``quant_layers.py``, ``scaler.py``, ``quant_sgd.py``, ``policy.py``,
 ``training.py``), §1.7 (the per-precision epochs AdaPT's code attributes to MuPPET)
 and §4 items 13-15.  This is our own code; it follows the released behaviour unless
@@ -8,13 +9,28 @@ a deviation is named below.
 
 Pure rules
 ----------
+Each rule of the release is a module-level function.  :class:`MuppetPolicy` calls the
+switching and learning-rate rules (:func:`gradient_diversity_from_sums`,
+:func:`mean_gradient_diversity`, :func:`check_due`, :func:`gd_step`,
+:func:`next_precision`, :func:`fp32_lr_rule`); notebook ``04-muppet`` applies each to
+real gradients and replays a committed run with :func:`replay_checks`:
+
+* :func:`scale_exponent` -- the power-of-two scale ``sf`` that dynamic fixed point picks
+  for a tensor (or per sample); the quantizer itself is
+  :func:`adapt.quant.dynamic_fixed_point`; :func:`dfp_codes` -- its integer codes.
 * :func:`gradient_diversity` -- ``sum_i ||g_i||^2 / ||sum_i g_i||^2`` over a list of
-  gradients of one tensor.
+  gradients of one tensor (:func:`gradient_diversity_from_sums` from the running sums
+  the policy keeps); :func:`mean_gradient_diversity` -- its mean over tensors.
+* :func:`check_due` -- whether epoch ``e`` closes a window: ``(e + 1) % resolution == 0``.
 * :func:`threshold` -- ``T(e) = 1 + scale * exp(-decay * e)`` (1.5 and 0.1 as released),
   indexed by the absolute 0-based epoch.
 * :func:`gd_check` -- the released ``if meanGD >= maxGD: maxGD = meanGD / elif
-  maxGD / meanGD > T(e): violation`` step.
-* :func:`fp32_lr_rule` -- the float32 learning-rate decay and stop rule.
+  maxGD / meanGD > T(e): violation`` step; :func:`patience_rule` -- the violation count
+  and the switch decision; :func:`gd_step` -- the three chained, as at every check.
+* :func:`next_precision` -- the precision after a switch; :func:`replay_checks` -- the
+  rule over a run's logged checks (what a record's trace must follow).
+* :func:`fp32_lr_rule` -- the float32 learning-rate decay and stop rule;
+  :func:`fp32_lr_schedule` -- the lr of every counted float32 epoch until the stop.
 * :data:`PRECISION_SCHEDULE` ``= (8, 12, 14, 16, 32)``; 32 means float32 (the released
   configs write ``-1``, which is accepted too).
 
@@ -91,7 +107,7 @@ Deviations from the released code (each a decision; see also the report in the t
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -102,13 +118,25 @@ from .quant import DynamicFixedPoint
 __all__ = [
     "PRECISION_SCHEDULE",
     "FLOAT32",
+    "THRESHOLD_SCALE",
+    "THRESHOLD_DECAY",
     "MUPPET_OUTPUT_LAYERS",
     "EPOCHS_PER_PRECISION",
     "STATIC_SCHEDULES",
+    "scale_exponent",
+    "dfp_codes",
     "gradient_diversity",
+    "gradient_diversity_from_sums",
+    "mean_gradient_diversity",
+    "check_due",
     "threshold",
     "gd_check",
+    "patience_rule",
+    "gd_step",
+    "next_precision",
+    "replay_checks",
     "fp32_lr_rule",
+    "fp32_lr_schedule",
     "switch_epochs_from_durations",
     "precision_epochs",
     "MuppetPolicy",
@@ -119,6 +147,11 @@ PRECISION_SCHEDULE = (8, 12, 14, 16, 32)
 
 #: The schedule entry meaning "float32, quantization off".
 FLOAT32 = 32
+
+#: The released threshold ``T(e) = 1 + 1.5 * exp(-0.1 * e)`` (``policy.py L13-L14``): its
+#: scale and decay, the defaults of :func:`threshold` and :class:`MuppetPolicy`.
+THRESHOLD_SCALE = 1.5
+THRESHOLD_DECAY = 0.1
 
 #: Layers whose outputs (and input gradients) MuPPET quantizes: its QuantConv2d,
 #: QuantLinear, QuantAvgPool2d and QuantAdaptiveAvgPool2d.  Not BatchNorm.
@@ -168,6 +201,7 @@ STATIC_SCHEDULES = {
 
 
 # ------------------------------------------------------------------------------ pure rules
+# Line numbers below are of ICIdsl/muppet@a5cbb13 (docs/method.md §2.2).
 def _ratio(num: float, den: float) -> float:
     """``num / den`` with tensor-division semantics: x/0 = +-inf, 0/0 = nan."""
     if den == 0:
@@ -181,12 +215,79 @@ def _gd_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def scale_exponent(x: torch.Tensor, bits: int, per_sample: bool = False) -> torch.Tensor:
+    """The power-of-two exponent ``sf`` that MuPPET's dynamic fixed point picks for ``x``.
+
+    ``maxVal = 2**(b-1) - 1 + 0.5``, ``minVal = -2**(b-1) - 0.5``,
+    ``sf = floor(log2(min(|maxVal / max(x)|, |minVal / min(x)|)))``
+    (``quantize.py L34-L36``, ``L51-L59``); an all-zero tensor gets ``sf = 0`` (``L31-L32``).
+    The quantized tensor is then ``k * 2**-sf`` with integer codes
+    ``k = round(x * 2**sf)``: the scale puts the extreme of ``x`` within half a step of
+    the ``bits``-bit integer range, and nothing clamps ``k`` afterwards, so stochastic
+    rounding can reach ``2**(b-1)`` or ``-2**(b-1) - 1`` (docs/method.md §4 item 14).
+
+    The same computation as :func:`adapt.quant.dynamic_fixed_point`, which applies it
+    (in the tensor's float dtype, ``sf`` capped at 126).  Returns a 0-d tensor, or one
+    entry per slice along dim 0 with ``per_sample`` (MuPPET's per-image input scale,
+    ``training.py L78-L80``).
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+    if isinstance(bits, bool) or not isinstance(bits, int) or not (2 <= bits <= 32):
+        raise ValueError(f"bits must be an integer in [2, 32], got {bits!r}")
+    if x.numel() == 0 or (per_sample and x.dim() == 0):
+        raise ValueError(f"scale_exponent needs a non-empty tensor (with a batch dimension for per_sample), "
+                         f"got shape {tuple(x.shape)}")
+    xc = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
+    if per_sample:
+        lo, hi = torch.aminmax(xc.reshape(xc.shape[0], -1), dim=1)
+    else:
+        lo, hi = torch.aminmax(xc)
+    max_val = 2.0 ** (bits - 1) - 1 + 0.5
+    min_val = -(2.0 ** (bits - 1)) - 0.5
+    range_best = torch.minimum((max_val / hi).abs(), (min_val / lo).abs())
+    sf = torch.floor(torch.log2(range_best)).clamp_(max=126)
+    return torch.where((hi == 0) & (lo == 0), torch.zeros_like(sf), sf)
+
+
+def dfp_codes(x: torch.Tensor, bits: int, rounding: str = "stochastic", per_sample: bool = False,
+              generator: Optional[torch.Generator] = None) -> tuple:
+    """The integer codes and exponents of MuPPET's dynamic fixed point: ``(k, sf)`` with ``Q(x) = k * 2**-sf``.
+
+    ``Q(x)`` is :func:`adapt.quant.dynamic_fixed_point` (unclamped, as released) and
+    ``sf`` :func:`scale_exponent`; ``k`` (float64, integer-valued) is exact because the
+    scale is a power of two.  A ``bits``-bit signed integer holds
+    ``[-2**(b-1), 2**(b-1) - 1]``; stochastic rounding can put an extreme one code
+    beyond (``quantize.py L61-L69``, no clamp).
+    """
+    from .quant import dynamic_fixed_point
+
+    sf = scale_exponent(x, bits, per_sample)
+    view = (-1,) + (1,) * (x.dim() - 1) if per_sample else ()
+    q = dynamic_fixed_point(x.detach(), bits, rounding, per_sample, generator)
+    return q.double() * torch.exp2(sf.double()).reshape(view), sf
+
+
+def gradient_diversity_from_sums(sum_of_norms: float, sum_of_grads: torch.Tensor) -> float:
+    """One tensor's gradient diversity from the window's running sums: ``sum ||g_i||^2 / ||sum g_i||^2``.
+
+    ``policy.py L39`` (``sumOfNorms[l] / ||sumOfGrads[l]||^2``, the sums kept by
+    ``L16-L29``).  A zero sum gives ``inf`` (``nan`` when ``sum_of_norms`` is 0 too),
+    as the release's tensor division does.
+    """
+    s = sum_of_grads.detach()
+    return _ratio(float(sum_of_norms), float(torch.sum(s * s)))
+
+
 def gradient_diversity(grads: Sequence[torch.Tensor]) -> float:
     """Gradient diversity of one tensor over several gradients: ``sum ||g_i||^2 / ||sum g_i||^2``.
 
-    ``grads`` are gradients of the same tensor (same shape).  Computed in float64
-    (float32 on MPS).  A zero sum gives ``inf`` (``nan`` when every gradient is zero).
-    One gradient always gives exactly 1.
+    ``grads`` are gradients of the same tensor (same shape), e.g. the last mini-batch
+    gradient of each epoch of one window.  Accumulated as the policy does
+    (``policy.py L16-L29``) in float64 (float32 on MPS), then
+    :func:`gradient_diversity_from_sums`.  One gradient always gives exactly 1;
+    ``r`` identical gradients give ``1 / r``; ``r`` mutually orthogonal ones give 1.
     """
     grads = list(grads)
     if not grads:
@@ -204,11 +305,40 @@ def gradient_diversity(grads: Sequence[torch.Tensor]) -> float:
         g = g.detach().to(dtype)
         sum_sq += float(torch.sum(g * g))
         total += g
-    return _ratio(sum_sq, float(torch.sum(total * total)))
+    return gradient_diversity_from_sums(sum_sq, total)
 
 
-def threshold(epoch: int, decay: float = 0.1, scale: float = 1.5) -> float:
-    """MuPPET's violation threshold ``T(e) = 1 + scale * exp(-decay * e)`` at 0-based epoch ``e``."""
+def mean_gradient_diversity(values: Union[Mapping[str, float], Iterable[float]]) -> float:
+    """``meanGD``: the mean of the per-tensor gradient diversities (``policy.py L35-L41``).
+
+    ``values``: one diversity per parameter tensor (a mapping name -> value, or the
+    values).  Every tensor counts once, biases and BatchNorm parameters included.  No
+    tensor gives ``nan``; an ``inf`` or ``nan`` entry propagates, as in the release.
+    """
+    values = list(values.values() if isinstance(values, Mapping) else values)
+    if not values:
+        return math.nan
+    return sum(values) / len(values)
+
+
+def check_due(epoch: int, resolution: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) closes a window: ``(epoch + 1) % resolution == 0`` (``policy.py L49``).
+
+    The policy computes the gradient diversity only then (and never in float32), over
+    the ``resolution`` last-mini-batch gradients gathered since the previous check.
+    """
+    for name, v, low in (("epoch", epoch, 0), ("resolution", resolution, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    return (epoch + 1) % resolution == 0
+
+
+def threshold(epoch: int, decay: float = THRESHOLD_DECAY, scale: float = THRESHOLD_SCALE) -> float:
+    """MuPPET's violation threshold ``T(e) = 1 + scale * exp(-decay * e)`` at 0-based epoch ``e``.
+
+    ``policy.py L13-L14`` (``[1 + 1.5*math.exp(-0.1*x) for x in range(epochs)]``,
+    indexed by the absolute epoch at ``L57``).  ``scale = 0`` gives a flat ``T = 1``.
+    """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
     return 1.0 + scale * math.exp(-decay * epoch)
@@ -217,14 +347,95 @@ def threshold(epoch: int, decay: float = 0.1, scale: float = 1.5) -> float:
 def gd_check(mean_gd: float, max_gd: float, thresh: float) -> tuple:
     """One check of the released policy: returns ``(new_max_gd, violated)``.
 
-    ``if mean_gd >= max_gd: max_gd = mean_gd  elif max_gd / mean_gd > thresh: violation``.
-    A ``nan`` mean neither raises the maximum nor violates.
+    ``if mean_gd >= max_gd: max_gd = mean_gd  elif max_gd / mean_gd > thresh: violation``
+    (``policy.py L54-L58``).  A ``nan`` mean neither raises the maximum nor violates.
     """
     if mean_gd >= max_gd:
         return mean_gd, False
     if _ratio(max_gd, mean_gd) > thresh:
         return max_gd, True
     return max_gd, False
+
+
+def patience_rule(violations: int, violated: bool, patience: int) -> tuple:
+    """The violation count and the switch decision: returns ``(count, switch)``.
+
+    ``count = violations + violated`` (``policy.py L58``); ``switch = count >= patience``
+    (``L64``).  ``count`` is what the release logs at this check (``L62``, before the
+    reset); after a switch the count restarts at 0 (``L65``).  A check without a
+    violation does not reset the count.
+    """
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be a positive integer, got {patience!r}")
+    if isinstance(violations, bool) or not isinstance(violations, int) or violations < 0:
+        raise ValueError(f"violations must be a non-negative integer, got {violations!r}")
+    count = violations + (1 if violated else 0)
+    return count, count >= patience
+
+
+def gd_step(epoch: int, mean_gd: float, max_gd: float, violations: int, patience: int,
+            threshold_decay: float = THRESHOLD_DECAY, threshold_scale: float = THRESHOLD_SCALE) -> dict:
+    """One gradient-diversity check at epoch ``epoch``: :func:`threshold`, :func:`gd_check`, :func:`patience_rule`.
+
+    Returns the fields the policy logs, named as in the run record: ``gd_threshold``
+    (``T(e)``), ``max_gd`` (after the check), ``gd_ratio`` (``max_gd / mean_gd``),
+    ``violated``, ``gd_violations`` (the count including this check) and ``switch``.
+    After a switch the caller restarts with ``max_gd = 0`` (``policy.py L86``) and no
+    violations.
+    """
+    t = threshold(epoch, threshold_decay, threshold_scale)
+    new_max, violated = gd_check(mean_gd, max_gd, t)
+    count, switch = patience_rule(violations, violated, patience)
+    return {"gd_threshold": t, "max_gd": new_max, "gd_ratio": _ratio(new_max, mean_gd), "violated": violated,
+            "gd_violations": count, "switch": switch}
+
+
+def next_precision(schedule: Sequence[int], bits: int) -> Optional[int]:
+    """The precision after ``bits`` in ``schedule`` (``policy.py L84-L85``), or None after the last.
+
+    ``(8, 12, 14, 16, 32)``: 8 -> 12 -> 14 -> 16 -> 32 (float32, the release's ``-1``:
+    quantization off and the FP32 masters copied in, ``L89-L91``).  The release indexes
+    past the end of its schedule (an ``IndexError``); a schedule that ends before float32
+    stays at its last entry here.
+    """
+    schedule = list(schedule)
+    if bits not in schedule:
+        raise ValueError(f"bits {bits!r} is not in the schedule {schedule}")
+    i = schedule.index(bits)
+    return schedule[i + 1] if i + 1 < len(schedule) else None
+
+
+def replay_checks(checks: Sequence, patience: int, threshold_decay: float = THRESHOLD_DECAY,
+                  threshold_scale: float = THRESHOLD_SCALE, schedule: Sequence[int] = PRECISION_SCHEDULE) -> list:
+    """The gradient-diversity rule over a run's checks, from its first precision: one row per check.
+
+    ``checks``: ``(epoch, mean_gd)`` pairs in epoch order (the epochs where
+    :func:`check_due` holds, e.g. read from a record's ``traces["muppet"]``).  Each check
+    is :func:`gd_step`; at a switch the precision moves to :func:`next_precision`, and
+    ``maxGD`` and the violation count restart at 0 (``policy.py L64-L66``, ``L86``), as
+    :class:`MuppetPolicy` does.  A row holds ``epoch``, ``bits`` (the precision the check
+    was made at), ``mean_gd``, the :func:`gd_step` fields and ``switched_to`` (``None``
+    without a switch).  The replay ends at the switch to float32, where the policy
+    computes no diversity any more: checks listed after it get no row.
+    """
+    schedule = [_bits(b) for b in schedule]
+    bits, max_gd, violations, rows, last = schedule[0], 0.0, 0, [], -1
+    for epoch, mean_gd in checks:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= last:
+            raise ValueError(f"check epochs must be increasing integers, got {epoch!r} after {last}")
+        if bits == FLOAT32:
+            break
+        last = epoch
+        s = gd_step(epoch, float(mean_gd), max_gd, violations, patience, threshold_decay, threshold_scale)
+        row = {"epoch": epoch, "bits": bits, "mean_gd": float(mean_gd), **s, "switched_to": None}
+        max_gd, violations = s["max_gd"], s["gd_violations"]
+        if s["switch"]:
+            violations = 0
+            to_bits = next_precision(schedule, bits)
+            if to_bits is not None:
+                bits, max_gd, row["switched_to"] = to_bits, 0.0, to_bits
+        rows.append(row)
+    return rows
 
 
 def _lr_above(lr: float, min_lr: float, exact: bool) -> bool:
@@ -238,7 +449,7 @@ def fp32_lr_rule(fp32_count: int, lr: float, min_lr: float, epochs_per_lr: int =
     ``fp32_count`` epochs were counted before this one (0 in the switch epoch).  If
     this is a multiple of ``epochs_per_lr`` counted epochs, then ``lr *= gamma`` if
     ``lr > min_lr`` (tolerant of float rounding unless ``exact``), else stop.  The
-    count advances by one unless training stops.
+    count advances by one unless training stops (``policy.py L96-L112``).
     """
     if (fp32_count + 1) % epochs_per_lr == 0:
         if _lr_above(lr, min_lr, exact):
@@ -246,6 +457,33 @@ def fp32_lr_rule(fp32_count: int, lr: float, min_lr: float, epochs_per_lr: int =
         else:
             return lr, True, fp32_count
     return lr, False, fp32_count + 1
+
+
+def fp32_lr_schedule(lr: float, min_lr: float, epochs_per_lr: int = 15, gamma: float = 0.1,
+                     exact: bool = False, max_epochs: int = 100_000) -> list:
+    """The learning rate of every counted float32 epoch, from the switch epoch to the stop.
+
+    :func:`fp32_lr_rule` applied from ``fp32_count = 0`` until it stops; entry ``k`` is
+    the lr that counted epoch ``k`` trains with (entry 0 is the switch epoch itself,
+    trained at the last fixed-point precision).  The length is the number of counted
+    epochs: 45 for lr 0.01 -> ``min_lr`` 1e-4 at 15 epochs per lr (docs/method.md §2.3.4).
+    ``ValueError`` if it has not stopped after ``max_epochs`` (``gamma`` or ``min_lr``
+    that never meet).
+    """
+    for name, v in (("lr", lr), ("min_lr", min_lr)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    if isinstance(epochs_per_lr, bool) or not isinstance(epochs_per_lr, int) or epochs_per_lr < 1:
+        raise ValueError(f"epochs_per_lr must be a positive integer, got {epochs_per_lr!r}")
+    if not (isinstance(gamma, (int, float)) and 0 < gamma < 1):
+        raise ValueError(f"gamma must be in (0, 1), got {gamma!r}")
+    out, count = [], 0
+    while len(out) < max_epochs:
+        out.append(lr)
+        lr, stop, count = fp32_lr_rule(count, lr, min_lr, epochs_per_lr, gamma, exact)
+        if stop:
+            return out
+    raise ValueError(f"the float32 phase did not stop within {max_epochs} epochs (lr {out[0]}, min_lr {min_lr})")
 
 
 def precision_epochs(bits_per_epoch: Sequence[int]) -> list:
@@ -317,8 +555,8 @@ class MuppetPolicy(PrecisionPolicy):
     controls_lr = True
 
     def __init__(self, schedule: Sequence[int] = PRECISION_SCHEDULE, resolution: int = 3, patience: int = 2,
-                 threshold_decay: float = 0.1, threshold_scale: float = 1.5, fp32_epochs_per_lr: int = 15,
-                 gamma: float = 0.1, min_lr: Optional[float] = None,
+                 threshold_decay: float = THRESHOLD_DECAY, threshold_scale: float = THRESHOLD_SCALE,
+                 fp32_epochs_per_lr: int = 15, gamma: float = 0.1, min_lr: Optional[float] = None,
                  static_schedule: Union[None, str, Sequence[int]] = None, quantize_eval_inputs: bool = False,
                  exact_lr_compare: bool = False, log_interval: int = 10):
         schedule = [_bits(b) for b in schedule]
@@ -473,15 +711,13 @@ class MuppetPolicy(PrecisionPolicy):
 
     @torch.no_grad()
     def _window_mean_gd(self) -> float:
-        values = [_ratio(self.window_norms[n], float(torch.sum(s * s))) for n, s in self.window_grads.items()]
+        values = [gradient_diversity_from_sums(self.window_norms[n], s) for n, s in self.window_grads.items()]
         self.window_grads, self.window_norms, self.window_size = {}, {}, 0
-        if not values:
-            return math.nan
-        return sum(values) / len(values)
+        return mean_gradient_diversity(values)
 
-    def _switch(self, epoch: int) -> None:
+    def _switch(self, epoch: int, to_bits: int) -> None:
         old = self.bits
-        self.index += 1
+        self.index = self.schedule.index(to_bits)
         self.max_gd = 0.0
         self._apply_formats()
         if self.in_float32:
@@ -498,19 +734,17 @@ class MuppetPolicy(PrecisionPolicy):
             switch = epoch in self.static_schedule
         elif not self.in_float32:
             self._window_add()
-            if (epoch + 1) % self.resolution == 0:
+            if check_due(epoch, self.resolution):
                 mean_gd = self._window_mean_gd()
-                t = threshold(epoch, self.threshold_decay, self.threshold_scale)
-                self.max_gd, violated = gd_check(mean_gd, self.max_gd, t)
-                if violated:
-                    self.violations += 1
-                entry.update(mean_gd=mean_gd, max_gd=self.max_gd, gd_ratio=_ratio(self.max_gd, mean_gd),
-                             gd_threshold=t, gd_violations=int(self.violations))
-                if self.violations >= self.patience:
-                    self.violations = 0
-                    switch = True
-        if switch and self.index + 1 < len(self.schedule):
-            self._switch(epoch)
+                check = gd_step(epoch, mean_gd, self.max_gd, self.violations, self.patience,
+                                self.threshold_decay, self.threshold_scale)
+                self.max_gd, switch = check["max_gd"], check["switch"]
+                self.violations = 0 if switch else check["gd_violations"]
+                entry.update(mean_gd=mean_gd, max_gd=check["max_gd"], gd_ratio=check["gd_ratio"],
+                             gd_threshold=check["gd_threshold"], gd_violations=int(check["gd_violations"]))
+        to_bits = next_precision(self.schedule, self.bits) if switch else None
+        if to_bits is not None:
+            self._switch(epoch, to_bits)
             entry["switched_to"] = int(self.bits)
         stop = False
         if self.in_float32:
@@ -539,6 +773,19 @@ class MuppetPolicy(PrecisionPolicy):
                      ("epoch", "bits", "mean_gd", "max_gd", "gd_ratio", "gd_threshold", "gd_violations",
                       "switched_to", "fp32_epochs_counted", "next_lr")}
         return {"tensors": self.trace.data, "muppet": per_epoch, "switches": [dict(s) for s in self.switches]}
+
+    trace_state_keys = ("trace", "history", "switches")
+
+    def state_from_traces(self, traces: dict, state: dict) -> dict:
+        """``history`` is ``traces["muppet"]`` by epoch plus ``stop``, which :meth:`end_epoch` sets
+        only in the epoch that ends training: the last one, when ``stopped``."""
+        columns = traces.get("muppet") or {}
+        n = len(columns.get("epoch", []))
+        history = [{k: v[i] for k, v in columns.items()} for i in range(n)]
+        for i, entry in enumerate(history):
+            entry["stop"] = bool(state["stopped"]) and i == n - 1
+        return {"trace": self.trace.state_from_data(traces.get("tensors", {})), "history": history,
+                "switches": traces.get("switches", [])}
 
     def summary(self) -> dict:
         return {

@@ -89,6 +89,14 @@ class TensorTrace:
         self.interval = state["interval"]
         self.data = state["data"]
 
+    def state_from_data(self, data: dict) -> dict:
+        """The :meth:`state_dict` whose ``data`` is ``data`` (this trace's layout, e.g. a record's
+        ``traces["tensors"]``); the interval is this trace's, as the logged ``interval`` says."""
+        if data and data.get("interval") != self.interval:
+            raise ValueError(f"the trace was logged every {data.get('interval')!r} steps, this policy logs every "
+                             f"{self.interval}")
+        return {"interval": self.interval, "data": {k: list(v) if isinstance(v, list) else v for k, v in data.items()}}
+
 
 class PrecisionPolicy:
     """Base class and the float32 (no-op) policy.
@@ -143,6 +151,33 @@ class PrecisionPolicy:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    #: Keys of :meth:`state_dict` whose content :meth:`traces` holds too.  The loop's checkpoint
+    #: leaves them out (the run's journal has the traces, :class:`adapt.results.TraceJournal`), and
+    #: :meth:`state_from_traces` rebuilds them on resume.  A policy that leaves this empty is
+    #: checkpointed with its whole :meth:`state_dict`, which is always correct.
+    trace_state_keys: tuple = ()
+
+    def state_from_traces(self, traces: dict, state: dict) -> dict:
+        """The :attr:`trace_state_keys` entries of :meth:`state_dict`, rebuilt from ``traces``.
+
+        ``traces`` is what :meth:`traces` returned at the checkpoint, after a JSON round trip;
+        ``state`` is the rest of that checkpoint's state.
+        """
+        return {}
+
+    def checkpoint_state(self) -> dict:
+        """What the loop's checkpoint stores: :meth:`state_dict` without :attr:`trace_state_keys`."""
+        state = self.state_dict()
+        for key in self.trace_state_keys:
+            del state[key]
+        return state
+
+    def load_checkpoint_state(self, state: dict, traces: dict) -> None:
+        """Inverse of :meth:`checkpoint_state`, given the :meth:`traces` of the same moment."""
+        if self.trace_state_keys:
+            state = {**state, **self.state_from_traces(traces, state)}
+        self.load_state_dict(state)
 
 
 class Float32Policy(PrecisionPolicy):
@@ -202,3 +237,8 @@ class FixedPrecisionPolicy(PrecisionPolicy):
 
     def load_state_dict(self, state: dict) -> None:
         self.trace.load_state_dict(state["trace"])
+
+    trace_state_keys = ("trace",)
+
+    def state_from_traces(self, traces: dict, state: dict) -> dict:
+        return {"trace": self.trace.state_from_data(traces.get("tensors", {}))}

@@ -4,8 +4,9 @@ Layering follows QPyTorch: small immutable *format* objects (:class:`FixedPoint`
 :class:`DynamicFixedPoint`), functional quantizers (:func:`fixed_point`,
 :func:`dynamic_fixed_point`), and two autograd functions on top
 (:func:`quantize_ste` for activations, :func:`quantize_gradient` for activation
-gradients).  Nothing is compiled; every quantizer is a handful of whole-tensor
-PyTorch ops, so it runs unchanged on CPU, CUDA and MPS.
+gradients).  Rounding runs in a fused kernel on CPU (numba) and on CUDA (Triton);
+everywhere else, and as the reference the kernels are tested against, it is a
+handful of whole-tensor PyTorch ops that run unchanged on CPU, CUDA and MPS.
 
 Semantics (docs/method.md §1.3 and §2.3):
 
@@ -16,19 +17,26 @@ Semantics (docs/method.md §1.3 and §2.3):
 * Dynamic fixed point is MuPPET's ``quantize.py``: a power-of-two scale chosen
   per tensor (or per sample) from the tensor's extremes, recomputed at every call.
 
-Stochastic rounding has two implementations with the same distribution:
+Stochastic rounding has three implementations with the same distribution:
 
 * **CPU**: one fused, multi-threaded numba kernel (:mod:`adapt._cpu_kernels`), about 7x
   faster than the whole-tensor ops below.  Each call draws one 64-bit seed from
   ``generator``; element ``i`` gets the ``i``-th SplitMix64 output of that seed, so a
   result depends on the seed only, never on the thread count.  Dither
   ``u = (k + 1/2) * 2**-24`` (24 random bits, centred), float64 arithmetic.
-* **other devices** (CUDA, MPS), or CPU with ``CPU_KERNEL = False``: ``torch.rand``
-  (24 random bits) and four in-place ops in the tensor's dtype, as QPyTorch does.
+* **CUDA** (when Triton, which ships with torch's CUDA builds, imports; ``GPU_KERNEL =
+  False`` turns it off): one Triton kernel per call (:mod:`adapt._triton_kernels`), one
+  read and one write of the tensor.  Each call draws one 64-bit seed from ``generator``
+  on the device (no host sync); element ``i`` takes 24 bits of Philox4x32-10 at counter
+  ``i // 4``.  Dither ``u = (k + 1/2) * 2**-24`` as on CPU; float32 arithmetic with an
+  exact split, so ``floor(x * 2**fl + u)`` is exact for every finite value.
+* **other devices** (MPS), or CPU with ``CPU_KERNEL = False``, or CUDA with
+  ``GPU_KERNEL = False``: ``torch.rand`` (24 random bits) and four in-place ops in the
+  tensor's dtype, as QPyTorch does.
 
-The two differ in the random numbers only, so a run on CPU and the same run on CUDA
+They differ in the random numbers only, so a run on CPU and the same run on CUDA
 take different (equally distributed) rounding decisions; each is reproducible.
-Nearest rounding has a CPU kernel too (one pass instead of three); both of its paths
+Nearest rounding has both kernels too (one pass instead of three); all its paths
 give identical results.
 """
 from __future__ import annotations
@@ -47,6 +55,7 @@ __all__ = [
     "FixedPoint",
     "DynamicFixedPoint",
     "fixed_point",
+    "fixed_point_many",
     "dynamic_fixed_point",
     "quantize_ste",
     "quantize_gradient",
@@ -59,6 +68,23 @@ ROUNDING_MODES = ("stochastic", "nearest")
 #: ops of the other devices on CPU as well (slower; tests use it to check that path
 #: without a GPU).
 CPU_KERNEL = True
+
+#: CPU tensors (or groups, for :func:`fixed_point_many`) with fewer elements than this are
+#: rounded by the serial twin of the kernel, without a parallel region; results are the same.
+#: Measured with ``python benchmarks/train_step.py --serial-threshold`` (2 threads, 2-core EPYC,
+#: 2026-12-02): the two cost the same at about 2**14 elements (10 us); above, the parallel one wins
+#: (2**16: 23 against 39 us).  2**15 leaves a margin because a parallel region on a busy machine
+#: can wait milliseconds for a descheduled thread, which the serial kernel never does.
+SERIAL_BELOW = 2**15
+
+# Elements per work item of the parallel grouped kernel: small enough to balance two to 16
+# threads over a model's tensors, large enough that scheduling costs nothing.
+_GROUP_BLOCK = 2**14
+
+#: Rounding of CUDA tensors uses the fused Triton kernels when Triton imports.  ``False``
+#: runs the whole-tensor ops there (the reference the kernels are tested against).
+GPU_KERNEL = True
+_GPU_KERNELS = None  # the kernel module once imported; False if Triton is missing
 
 # Largest float32 magnitude for which adding 1.5*2**23 rounds to an integer: the
 # "magic number" trick does round-half-to-even in one add and one subtract.
@@ -103,6 +129,31 @@ def _seed_from(generator: Optional[torch.Generator]) -> np.uint64:
     """One uniform 64-bit word from ``generator`` (the global CPU generator if None): a kernel call's seed."""
     word = torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator)
     return np.uint64(int(word) & 0xFFFFFFFFFFFFFFFF)
+
+
+def _gpu_kernels():
+    """:mod:`adapt._triton_kernels` (importing Triton on first use), or None without Triton."""
+    global _GPU_KERNELS
+    if _GPU_KERNELS is None:
+        try:
+            from . import _triton_kernels
+        except ImportError as exc:  # torch's CPU-only wheels and some platforms have no Triton
+            warnings.warn(f"adapt's CUDA rounding kernels need Triton ({exc}); using whole-tensor ops "
+                          "(slower) instead", RuntimeWarning, stacklevel=3)
+            _GPU_KERNELS = False
+        else:
+            _GPU_KERNELS = _triton_kernels
+    return _GPU_KERNELS or None
+
+
+def _on_gpu_kernel(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda" and GPU_KERNEL and _gpu_kernels() is not None
+
+
+def _device_seed(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """A stochastic Triton call's seed: one 64-bit word from ``generator``, drawn and kept on ``x``'s device."""
+    _check_generator(generator, x.device)
+    return _GPU_KERNELS.seed_tensor(x.device, generator)
 
 
 _LAYER_CHECKED = False
@@ -155,20 +206,22 @@ def _round_cpu(xc: torch.Tensor, rounding: str, scale, low: float, high: float, 
     y = out if out is not None else torch.empty_like(x)
     if x.numel() == 0:
         return y
+    serial = x.numel() < SERIAL_BELOW
     # A zero scale (MuPPET's scale for a tensor holding inf) makes 0 * inf = NaN, as on other devices.
     if isinstance(scale, float):
         inv = math.inf if scale == 0.0 else 1.0 / scale
         if rounding == "nearest":
-            kernels.nearest_round_flat(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high)
+            kernel = kernels.nearest_round_flat_serial if serial else kernels.nearest_round_flat
+            kernel(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high)
         else:
-            kernels.stochastic_round_flat(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high,
-                                          seed)
+            kernel = kernels.stochastic_round_flat_serial if serial else kernels.stochastic_round_flat
+            kernel(x.view(-1).numpy(), y.detach().view(-1).numpy(), scale, inv, low, high, seed)
     else:
         rows = x.shape[0]
         with np.errstate(divide="ignore"):
             inv = 1.0 / scale
-        kernels.stochastic_round_rows(x.view(rows, -1).numpy(), y.detach().view(rows, -1).numpy(), scale, inv,
-                                      low, high, seed)
+        kernel = kernels.stochastic_round_rows_serial if serial else kernels.stochastic_round_rows
+        kernel(x.view(rows, -1).numpy(), y.detach().view(rows, -1).numpy(), scale, inv, low, high, seed)
     return y
 
 
@@ -178,11 +231,14 @@ def skip_draw(x: torch.Tensor, rounding: str, generator: Optional[torch.Generato
     For a caller that skips a quantization it knows to be the identity (see
     :meth:`FixedPoint.contains`): on CPU, where a stochastic rounding draws one word,
     the random stream and hence every later rounding stay the same as without the
-    skip.  (On other devices ``torch.rand`` draws depend on the size; nothing is drawn.)
+    skip; on CUDA with the Triton kernels, one seed is drawn on the device likewise.
+    (On the whole-tensor path ``torch.rand`` draws depend on the size; nothing is drawn.)
     """
     if rounding == "stochastic" and x.device.type == "cpu" and CPU_KERNEL:
         _check_generator(generator, x.device)
         _seed_from(generator)
+    elif rounding == "stochastic" and _on_gpu_kernel(x):
+        _device_seed(x, generator)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -257,8 +313,9 @@ def fixed_point(
       exactly (tests/test_quant.py pins both cases).
     * ``"stochastic"``: ``floor(x * 2**fl + u) * 2**-fl`` with ``u`` uniform in (0, 1)
       from ``generator`` (24 random bits), then saturate.  On CPU (fused kernel, float64)
-      this is unbiased to within ``2**-25`` of a step for ``|x * 2**fl| < 2**28``.  On
-      other devices the sum ``x * 2**fl + u`` is rounded to float32 first, a bias of
+      this is unbiased to within ``2**-25`` of a step for ``|x * 2**fl| < 2**28``; on
+      CUDA (Triton kernel, exact split) for every finite value.  On the whole-tensor
+      path the sum ``x * 2**fl + u`` is rounded to float32 first, a bias of
       about ``|x * 2**fl| * 2**-24`` steps that QPyTorch and MuPPET share.
 
     ``+inf``/``-inf`` saturate to the range ends, NaN stays NaN (so the training
@@ -268,6 +325,9 @@ def fixed_point(
     _check_tensor(x)
     FixedPoint(word_length, fractional_length)  # validates both arguments
     _check_rounding(rounding)
+    if _on_gpu_kernel(x):  # half precision is loaded into float32 inside the kernel: no conversion pass
+        seed = _device_seed(x, generator) if rounding == "stochastic" else None
+        return _GPU_KERNELS.fixed_point(x, word_length, fractional_length, rounding, seed, out=out)
     dtype = _compute_dtype(x.dtype)
     xc = x if x.dtype == dtype else x.to(dtype)
     scale = 2.0 ** fractional_length
@@ -302,6 +362,91 @@ def fixed_point(
             out.copy_(y)
             y = out
     return y
+
+
+def _seeds_from(generator: Optional[torch.Generator], n: int) -> np.ndarray:
+    """``n`` seeds, the same words (in order) as ``n`` calls of :func:`_seed_from`: one draw for all.
+
+    The CPU generator fills a tensor element by element, one 64-bit output per element for
+    the full 64-bit range (tests/test_quant.py checks the equality).
+    """
+    words = torch.empty(n, dtype=torch.int64).random_(-(2**63), None, generator=generator)
+    return words.numpy().view(np.uint64)
+
+
+def _groupable(tensors, outs) -> bool:
+    """Whether :func:`fixed_point_many` can round these in one CPU kernel call."""
+    if not CPU_KERNEL:
+        return False
+    for k, x in enumerate(tensors):
+        if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()):
+            return False
+        if outs is not None:
+            o = outs[k]
+            if not (o.device.type == "cpu" and o.dtype == torch.float32 and o.is_contiguous() and o.shape == x.shape):
+                return False
+    return True
+
+
+def fixed_point_many(tensors, formats, rounding: str = "stochastic", generator: Optional[torch.Generator] = None,
+                     outs=None) -> list:
+    """``[fixed_point(x, f.word_length, f.fractional_length, rounding, generator, out=o) ...]`` in one call.
+
+    ``tensors``, ``formats`` (:class:`FixedPoint` each) and ``outs`` (``None``, or one
+    tensor per input; an output may be its input) are sequences of the same length; the
+    results are returned as a list, in order.  The results and the generator's state
+    afterwards are identical to the loop over :func:`fixed_point`: stochastic rounding
+    draws one seed per tensor, in order, from ``generator``.
+
+    CPU, when every tensor (and output) is a contiguous float32 tensor and ``CPU_KERNEL``
+    is set: one kernel call for all tensors (serial below :data:`SERIAL_BELOW` elements in
+    total, else one parallel region).  Otherwise, and on other devices: the loop.
+    """
+    tensors, formats = list(tensors), list(formats)
+    if outs is not None:
+        outs = list(outs)
+        if len(outs) != len(tensors):
+            raise ValueError(f"outs has {len(outs)} tensors for {len(tensors)} inputs")
+    if len(formats) != len(tensors):
+        raise ValueError(f"formats has {len(formats)} entries for {len(tensors)} tensors")
+    _check_rounding(rounding)
+    for x in tensors:
+        _check_tensor(x)
+    for f in formats:
+        if not isinstance(f, FixedPoint):
+            raise TypeError(f"fixed_point_many takes FixedPoint formats, got {f!r}")
+    if not tensors:
+        return []
+    if not _groupable(tensors, outs):
+        return [fixed_point(x, f.word_length, f.fractional_length, rounding, generator,
+                            out=None if outs is None else outs[k])
+                for k, (x, f) in enumerate(zip(tensors, formats))]
+    kernels = _cpu_kernels()
+    n = len(tensors)
+    stochastic = rounding == "stochastic"
+    if stochastic:
+        _check_generator(generator, tensors[0].device)
+        seeds = _seeds_from(generator, n)
+    else:
+        seeds = np.zeros(n, dtype=np.uint64)
+    xs = [x.detach() for x in tensors]
+    ys = [torch.empty_like(x) for x in xs] if outs is None else [o.detach() for o in outs]
+    fls = np.array([f.fractional_length for f in formats], dtype=np.float64)
+    wls = np.array([f.word_length for f in formats], dtype=np.float64)
+    scales = np.exp2(fls)
+    inv_scales = np.exp2(-fls)
+    highs = np.exp2(wls - 1.0)
+    lows = -highs
+    highs -= 1.0
+    sizes = np.array([x.numel() for x in xs], dtype=np.int64)
+    x_addr = np.array([x.data_ptr() for x in xs], dtype=np.int64)
+    y_addr = np.array([y.data_ptr() for y in ys], dtype=np.int64)
+    if int(sizes.sum()) < SERIAL_BELOW:
+        kernels.fixed_point_many_serial(x_addr, y_addr, sizes, scales, inv_scales, lows, highs, seeds, stochastic)
+    else:
+        kernels.fixed_point_many_parallel(x_addr, y_addr, sizes, scales, inv_scales, lows, highs, seeds, stochastic,
+                                          _GROUP_BLOCK)
+    return ys if outs is None else list(outs)
 
 
 @dataclass(frozen=True)
@@ -380,6 +525,10 @@ def dynamic_fixed_point(
         sf = torch.where((hi == 0) & (lo == 0), torch.zeros_like(sf), sf)
         scale = torch.exp2(sf).reshape(view)
     low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if clamp else (-math.inf, math.inf)
+    if _on_gpu_kernel(xc):  # the same scale, then one fused rounding pass
+        seed = _device_seed(xc, generator) if rounding == "stochastic" else None
+        y = _GPU_KERNELS.round_scaled(xc, scale, rounding, seed, clamp_bits=bits if clamp else None)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
     if rounding == "stochastic" and xc.device.type == "cpu" and CPU_KERNEL:
         scales = scale.reshape(-1).double().numpy()
         y = _round_cpu(xc, "stochastic", scales if per_sample else float(scales[0]), low, high, generator)

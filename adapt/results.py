@@ -17,6 +17,14 @@ One training run produces one record (``record.json``)::
 Nothing is lost on a crash: :func:`atomic_write_json` and :func:`atomic_save`
 write to a temporary file in the same directory, fsync it, then ``os.replace`` it
 over the target, so a reader sees the previous file or the new one, never half.
+
+While a run trains, what grows with it goes to an append-only journal beside the
+record (:class:`TraceJournal`, ``journal.jsonl``: one compact JSON line per epoch
+with that epoch's new epochs entry and trace points), so that the traces are not
+rewritten every epoch.  The record is then rewritten per epoch without its traces (``traces`` is ``{}`` and ``journal`` says how many lines of the
+journal belong to it), and :func:`load_record` puts the traces back; the record
+written at the end holds everything, and the journal of a finished run is deleted
+(docs/results-format.md §1, §11).
 """
 from __future__ import annotations
 
@@ -30,11 +38,15 @@ from pathlib import Path
 from typing import Optional
 
 __all__ = [
-    "SCHEMA", "RecordError", "atomic_write_json", "atomic_save", "environment_info", "load_record", "load_records",
-    "set_aside", "read_record",
+    "SCHEMA", "RecordError", "JournalError", "JOURNAL", "TraceJournal", "read_journal", "atomic_write_json",
+    "atomic_save", "write_running_record", "environment_info", "load_record", "load_records", "set_aside",
+    "read_record",
 ]
 
 SCHEMA = "adapt.run/1"
+
+#: The journal's file name, beside ``record.json`` and ``checkpoint.pt``.
+JOURNAL = "journal.jsonl"
 
 
 def _json_default(obj):
@@ -77,10 +89,29 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def atomic_write_json(path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (the old file or the new one, never a partial one)."""
-    data = json.dumps(_sanitize(obj), indent=1, default=_json_default, allow_nan=False).encode()
+def atomic_write_json(path, obj, indent: Optional[int] = 1) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (the old file or the new one, never a partial one).
+
+    ``indent=None`` writes it compactly (one line, no spaces), as the record of a running run is.
+    """
+    separators = (",", ":") if indent is None else None
+    data = json.dumps(_sanitize(obj), indent=indent, separators=separators, default=_json_default,
+                      allow_nan=False).encode()
     _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def write_running_record(path, record: dict, journal: "TraceJournal") -> None:
+    """The per-epoch record of a running run: ``record`` without its traces, compact, atomically.
+
+    ``traces`` is written as ``{}`` and ``journal`` (``{"file", "lines", "bytes"}``) says which
+    part of ``journal.path`` holds them; :func:`load_record` reads them back from there.  What is
+    left is of constant size per epoch except ``epochs`` (one small entry per epoch), which the
+    tools that follow a running run read from this file directly.
+    """
+    running = {k: v for k, v in record.items() if k != "traces"}
+    running["traces"] = {}
+    running["journal"] = journal.pointer()
+    atomic_write_json(path, running, indent=None)
 
 
 def atomic_save(obj, path) -> None:
@@ -236,13 +267,259 @@ class RecordError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-def load_record(path) -> dict:
-    """The run record at ``path``; :class:`RecordError` (naming the file) when it is not one."""
+class JournalError(RecordError):
+    """A journal (``journal.jsonl``) that does not hold what the record or checkpoint beside it refer to.
+
+    Missing, shorter than the committed part, a committed line that is not JSON (torn or
+    edited), lines out of order or an operation that does not apply.  A torn line *after* the
+    committed part (a run killed while appending) is no error: it is not part of the run and
+    is dropped on resume.  ``path`` is the journal.
+    """
+
+
+def _dumps(obj) -> str:
+    """Compact JSON; NaN and infinities as Python's ``json`` writes them, so floats come back exactly."""
+    return json.dumps(obj, separators=(",", ":"), default=_json_default)
+
+
+def _shape(value):
+    """What :func:`_diff` compares the next snapshot against: dict keys, list lengths and last items, values.
+
+    Its size is the number of dicts, lists and values in the snapshot's dicts, plus one list
+    item per list, whatever the lists' lengths.
+    """
+    if isinstance(value, dict):
+        return ("dict", {k: _shape(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return ("list", len(value), _dumps(value[-1]) if value else None)
+    return ("value", _dumps(value))
+
+
+def _diff(shape, value, path: list, ops: list) -> None:
+    """Append to ``ops`` the operations that turn the snapshot ``shape`` was taken of into ``value``.
+
+    Lists are taken to grow at the end (every trace and the epochs do): the new items are an
+    ``extend``.  A list that got shorter or whose last known item changed, a value that changed
+    and a new key are written whole (``set``); a key that went away is a ``del``.
+    """
+    kind = shape[0] if shape is not None else None
+    if isinstance(value, dict) and kind == "dict":
+        known = shape[1]
+        for key in known:
+            if key not in value:
+                ops.append([path + [key], "del", None])
+        for key, item in value.items():
+            if key in known:
+                _diff(known[key], item, path + [key], ops)
+            else:
+                ops.append([path + [key], "set", item])
+        return
+    if isinstance(value, (list, tuple)) and kind == "list":
+        n, last = shape[1], shape[2]
+        if n <= len(value) and (n == 0 or _dumps(value[n - 1]) == last):
+            if len(value) > n:
+                ops.append([path, "extend", list(value[n:])])
+            return
+    elif not isinstance(value, (dict, list, tuple)) and kind == "value" and _dumps(value) == shape[1]:
+        return
+    ops.append([path, "set", value])
+
+
+def _apply(root, op, where: str):
+    """``root`` after one journal operation ``[path, "set" | "extend" | "del", value]``."""
+    if not (isinstance(op, list) and len(op) == 3 and isinstance(op[0], list) and op[1] in ("set", "extend", "del")):
+        raise ValueError(f"{where}: not an operation [path, 'set'|'extend'|'del', value]: {str(op)[:80]}")
+    path, kind, value = op
+    if not path:
+        if kind != "set":
+            raise ValueError(f"{where}: {kind!r} on the whole snapshot")
+        return value
+    parent = root
+    for key in path[:-1]:
+        if not isinstance(parent, dict) or key not in parent:
+            raise ValueError(f"{where}: path {path} does not exist")
+        parent = parent[key]
+    key = path[-1]
+    if not isinstance(parent, dict):
+        raise ValueError(f"{where}: path {path} is not inside an object")
+    if kind == "set":
+        parent[key] = value
+    elif kind == "del":
+        parent.pop(key, None)
+    else:
+        if not isinstance(parent.get(key), list) or not isinstance(value, list):
+            raise ValueError(f"{where}: 'extend' of {path}, which is not a list")
+        parent[key].extend(value)
+    return root
+
+
+def _check_pointer(path: Path, pointer) -> tuple:
+    ok = (isinstance(pointer, dict) and isinstance(pointer.get("file"), str) and pointer["file"]
+          and Path(pointer["file"]).name == pointer["file"]
+          and all(isinstance(pointer.get(k), int) and not isinstance(pointer.get(k), bool) and pointer[k] >= 0
+                  for k in ("lines", "bytes")))
+    if not ok:
+        raise RecordError(path, f"its 'journal' field is not {{'file': <name>, 'lines': n, 'bytes': n}}: {pointer!r}")
+    return pointer["file"], pointer["lines"], pointer["bytes"]
+
+
+def read_journal(path, lines: int, nbytes: int) -> dict:
+    """The snapshot that the first ``lines`` lines (``nbytes`` bytes) of the journal at ``path`` build.
+
+    Bytes after ``nbytes`` (later lines, or a torn last line of a run killed while appending)
+    are not read.  :class:`JournalError` says what is wrong otherwise.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(nbytes)
+    except FileNotFoundError:
+        raise JournalError(path, f"missing; the run's record or checkpoint refers to its first {lines} line(s)") from None
+    if len(data) < nbytes:
+        raise JournalError(path, f"{len(data)} bytes, but its first {lines} line(s) were written as {nbytes} bytes: "
+                                 f"truncated or replaced")
+    parts = data.split(b"\n")
+    if parts[-1] != b"" and nbytes:
+        raise JournalError(path, f"its first {nbytes} bytes do not end at a line end: not the journal that was written")
+    parts = parts[:-1] if nbytes else []
+    if len(parts) != lines:
+        raise JournalError(path, f"{len(parts)} line(s) in its first {nbytes} bytes, expected {lines}")
+    root = None
+    for i, raw in enumerate(parts):
+        try:
+            entry = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise JournalError(path, f"line {i + 1} is not valid JSON ({exc}): torn or edited") from exc
+        if not isinstance(entry, dict) or entry.get("line") != i or not isinstance(entry.get("ops"), list):
+            raise JournalError(path, f"line {i + 1} is not journal line {i} ({raw[:80]!r}...)")
+        try:
+            for op in entry["ops"]:
+                root = _apply(root, op, f"line {i + 1}")
+        except ValueError as exc:
+            raise JournalError(path, str(exc)) from exc
+    return {} if root is None else root
+
+
+class TraceJournal:
+    """The append-only journal of one run's growing history: per epoch one line of what is new.
+
+    :meth:`append` takes a *snapshot* (the loop's ``{"epochs": record["epochs"], "traces":
+    policy.traces()}``) and writes one compact JSON line ``{"line": k, "ops": [...]}`` holding only
+    what changed since the previous snapshot (:func:`_diff`: new list items, changed values),
+    then flushes it to disk (``fsync``); the bytes written are those of the new epoch entry and
+    trace points, whatever the epoch number.  :meth:`pointer` (``file``, ``lines``, ``bytes``) is what the
+    checkpoint and the running record store: :func:`read_journal` rebuilds the snapshot from
+    exactly that many lines, so a line appended after the last checkpoint (a crash between the
+    two) is never read, and :meth:`resume` cuts it off before appending again.
+
+    Numbers are written as Python's ``json`` writes them, NaN and infinities included (not
+    strict JSON: the file is read by :func:`read_journal`, not by other tools), so every float
+    comes back bit for bit and a resumed run continues from exactly the state it left.
+    """
+
+    def __init__(self, path, lines: int = 0, nbytes: int = 0, shape=None):
+        self.path = Path(path)
+        self.lines, self.bytes = int(lines), int(nbytes)
+        self._shape = shape
+
+    @classmethod
+    def start(cls, path) -> "TraceJournal":
+        """A new journal at ``path``.  Nothing is written yet: the first :meth:`append` replaces an
+        old file there atomically, so a run killed before its first epoch ends leaves it as it was."""
+        return cls(path)
+
+    @classmethod
+    def resume(cls, path, pointer: dict) -> tuple:
+        """``(journal, snapshot)`` from the part of ``path`` that ``pointer`` commits; later bytes are cut off."""
+        path = Path(path)
+        _, lines, nbytes = _check_pointer(path, pointer)
+        snapshot = read_journal(path, lines, nbytes)
+        if path.stat().st_size > nbytes:
+            with open(path, "r+b") as fh:
+                fh.truncate(nbytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return cls(path, lines, nbytes, _shape(snapshot) if lines else None), snapshot
+
+    def append(self, snapshot: dict) -> int:
+        """Write one line with what ``snapshot`` adds to the previous one; returns the bytes written."""
+        ops: list = []
+        _diff(self._shape, snapshot, [], ops)
+        line = (_dumps({"line": self.lines, "ops": ops}) + "\n").encode()
+        if self.lines == 0:
+            _atomic_write(self.path, lambda fh: fh.write(line))
+        else:
+            # r+b at the committed end, not "ab": whatever follows it (a torn line) is overwritten.
+            with open(self.path, "r+b") as fh:
+                fh.seek(self.bytes)
+                fh.write(line)
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.lines += 1
+        self.bytes += len(line)
+        self._shape = _shape(snapshot)
+        return len(line)
+
+    def pointer(self) -> dict:
+        return {"file": self.path.name, "lines": self.lines, "bytes": self.bytes}
+
+    def remove(self) -> None:
+        """Delete the file (a finished run's record holds everything it held)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def load_record(path, traces: bool = True) -> dict:
+    """The run record at ``path``; :class:`RecordError` (naming the file) when it is not one.
+
+    The record of a running run refers to its journal for its traces (``journal``, see
+    :func:`write_running_record`): they are read from there and the record returned has the
+    layout of a finished one (``traces`` filled, no ``journal``); :class:`JournalError` when the
+    journal does not hold them.  ``traces=False`` returns the file as it is.
+    """
+    path = Path(path)
+    text = _read_record_text(path)
+    record = _parse_record(path, text)
+    if not traces or "journal" not in record:
+        return record
+    for attempt in (0, 1):
+        try:
+            return _with_journal(path, record)
+        except JournalError:
+            # A run that started afresh replaces its journal before its record: read both again.
+            again = _read_record_text(path)
+            if attempt or again == text:
+                raise
+            text, record = again, _parse_record(path, again)
+            if "journal" not in record:
+                return record
+
+
+def _with_journal(path: Path, record: dict) -> dict:
+    name, lines, nbytes = _check_pointer(path, record["journal"])
+    snapshot = read_journal(path.with_name(name), lines, nbytes)
+    epochs = snapshot.get("epochs", []) if isinstance(snapshot, dict) else None
+    if not isinstance(epochs, list) or len(epochs) != len(record.get("epochs") or []):
+        raise JournalError(path.with_name(name), f"its first {lines} line(s) hold "
+                           f"{len(epochs) if isinstance(epochs, list) else 'no'} epoch(s), the record {path.name} "
+                           f"{len(record.get('epochs') or [])}")
+    record = dict(record)
+    record["traces"] = _sanitize(snapshot.get("traces", {}))
+    del record["journal"]
+    return record
+
+
+def _read_record_text(path: Path) -> str:
+    try:
+        return path.read_text()
     except UnicodeDecodeError as exc:
         raise RecordError(path, f"not a text file ({exc})") from exc
+
+
+def _parse_record(path: Path, text: str) -> dict:
     if not text.strip():
         raise RecordError(path, "empty file (a run killed while writing it, or a disk that filled up)")
     try:
@@ -260,7 +537,9 @@ def load_record(path) -> dict:
 def set_aside(path, suffix: str = ".corrupt") -> Path:
     """Rename a bad file to ``<name><suffix>`` (``<name><suffix>-1``, ... if taken) and return the new path.
 
-    Nothing is deleted: the file stays beside the run for inspection.
+    Nothing is deleted: the file stays beside the run for inspection.  The record of a running
+    run (which refers to its journal for its traces) is kept whole: ``<name><suffix>`` gets the
+    record with its traces and no longer depends on a journal that the next run replaces.
     """
     path = Path(path)
     target = path.with_name(path.name + suffix)
@@ -268,7 +547,18 @@ def set_aside(path, suffix: str = ".corrupt") -> Path:
     while target.exists():
         k += 1
         target = path.with_name(f"{path.name}{suffix}-{k}")
-    os.replace(path, target)
+    whole = None
+    if path.suffix == ".json":
+        try:
+            if "journal" in load_record(path, traces=False):
+                whole = load_record(path)
+        except (RecordError, OSError):
+            pass  # not a usable record: the file is kept as it is
+    if whole is not None:
+        atomic_write_json(target, whole)
+        os.unlink(path)
+    else:
+        os.replace(path, target)
     return target
 
 
@@ -288,7 +578,10 @@ def read_record(path) -> Optional[dict]:
         return load_record(path)
     except RecordError as exc:
         kept = set_aside(path)
-        warnings.warn(f"{exc}; set aside as {kept.name}, the run will be recomputed "
+        also = ""
+        if isinstance(exc, JournalError) and exc.path.exists():
+            also = f" and its journal as {set_aside(exc.path).name}"
+        warnings.warn(f"{exc}; set aside as {kept.name}{also}, the run will be recomputed "
                       f"(from its checkpoint if it has a valid one)", RuntimeWarning, stacklevel=2)
         return None
 

@@ -11,7 +11,10 @@ record (:mod:`adapt.results`).  What it does, in the order of the official codes
   is stepped too), ReduceLROnPlateau on the validation loss (the training loss
   when there is no validation split) or step decay, both stepped once per epoch;
 * per epoch: train loss/top-1, validation and test loss/top-1, the learning rate,
-  the policy's own fields; a checkpoint and the record, both written atomically;
+  the policy's own fields; the epoch's new entry and trace points appended to the
+  run's journal, then a checkpoint (the state without the history, which the journal
+  holds) and the record without its traces, both written atomically; the record with
+  everything once at the end (docs/results-format.md §1);
 * a non-finite loss ends the run with status ``diverged`` (the record is kept);
 * ``resume=True`` continues from the last checkpoint and ends with exactly the
   metrics of an uninterrupted run on CPU (the data order and augmentation are a
@@ -32,10 +35,11 @@ import torch.nn.functional as F
 from .configs import ExperimentConfig
 from .layers import QuantizedModel
 from .policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
-from .results import SCHEMA, atomic_save, atomic_write_json, environment_info, read_record, set_aside
+from .results import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json,
+                      environment_info, load_record, read_record, set_aside, write_running_record)
 
 __all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
-           "CheckpointError"]
+           "L1Gradient", "CheckpointError"]
 
 FINISHED = ("completed", "diverged")
 
@@ -113,14 +117,21 @@ def evaluate(model, dataset, batch_size: int) -> tuple:
         return None, None
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    # Summed on the device and read once: float64 additions of the float32 batch sums in batch
+    # order, the same IEEE operations as the Python float sum they replace (bit-identical).
+    loss_sum, correct, n = None, None, 0
     for x, y in DeviceLoader(dataset, batch_size, shuffle=False, augment=False):
         out = model(x)
-        loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
+        batch_loss = F.cross_entropy(out, y, reduction="sum").double()
+        batch_correct = (out.argmax(1) == y).sum()
+        if loss_sum is None:  # 0.0 + the first sum, as the Python sum did
+            loss_sum, correct = torch.zeros_like(batch_loss), torch.zeros_like(batch_correct)
+        loss_sum.add_(batch_loss)
+        correct.add_(batch_correct)
         n += len(y)
     model.train(was_training)
-    return loss_sum / n, correct / n
+    loss_sum, correct = torch.stack([loss_sum, correct.double()]).tolist() if n else (0.0, 0)
+    return loss_sum / n, int(correct) / n
 
 
 class _StepDecay:
@@ -145,6 +156,65 @@ class _StepDecay:
 def l1_penalty(model) -> torch.Tensor:
     """Sum of absolute parameter values: the loop's L1 term is ``config.l1_decay`` times this."""
     return sum(p.abs().sum() for p in model.parameters())
+
+
+class L1Gradient:
+    """The loop's L1 term ``l1_decay * l1_penalty(model)`` as a gradient term, not as a graph built every micro-batch.
+
+    Bit-identical to adding the term to every micro-batch's loss, as the loop did before:
+
+    * the parameters do not change within an optimizer step, so the penalty's value is the
+      same for all its micro-batches: :meth:`begin_step` computes ``l1_decay * l1_penalty``
+      once, under ``no_grad``, with the same ops (the loss is ``ce + value``);
+    * autograd gave every parameter ``sign(p) * c`` with ``c`` the gradient reaching
+      ``l1_penalty`` (``float32(1/accumulation_steps)`` times ``l1_decay``, rounded as
+      autograd rounds it: :meth:`__init__` takes it from autograd itself), summed with the
+      cross-entropy gradient of the same micro-batch *before* accumulating into ``p.grad``.
+      A hook on each parameter adds ``sign(p) * c`` (two multi-tensor ops per step) to the
+      incoming gradient at exactly that point;
+    * a parameter that gets no cross-entropy gradient in a step would have received only the
+      L1 term: :meth:`end_step` gives it that (accumulated once per micro-batch).
+
+    Call :meth:`remove` when done.
+    """
+
+    def __init__(self, model, l1_decay: float, accumulation_steps: int):
+        self.model = model
+        self.l1_decay = l1_decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        device = self.params[0].device if self.params else torch.device("cpu")
+        probe = torch.ones((), device=device, requires_grad=True)
+        # The graph the loop used to build, reduced to one parameter of value 1: (ce + l1 * |p|) / accum.
+        ((l1_decay * probe.abs().sum()) / accumulation_steps).backward()
+        self.coefficient = probe.grad.detach()
+        self._term = None
+        self._handles = [p.register_hook(self._hook(k)) for k, p in enumerate(self.params)]
+
+    def _hook(self, k: int):
+        def add_l1(grad):
+            return grad + self._term[k]
+        return add_l1
+
+    @torch.no_grad()
+    def begin_step(self) -> torch.Tensor:
+        """The penalty's value ``l1_decay * l1_penalty(model)`` for this step; sets the gradient term."""
+        self._term = torch._foreach_mul(torch._foreach_sign(self.params), self.coefficient)
+        return self.l1_decay * l1_penalty(self.model)
+
+    @torch.no_grad()
+    def end_step(self, micro_batches: int) -> None:
+        """Give a parameter that received no gradient this step the L1 term of each micro-batch."""
+        for p, term in zip(self.params, self._term):
+            if p.grad is None:
+                g = term.clone()
+                for _ in range(micro_batches - 1):
+                    g += term
+                p.grad = g
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
 
 def optimizer_step(policy: PrecisionPolicy, optimizer, qmodel, step: int, loss_value: float) -> None:
@@ -199,21 +269,45 @@ def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=Fa
         raise
 
 
-def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> dict:
-    """The checkpoint's content; on a file that cannot be read, set it aside and raise :class:`CheckpointError`.
+def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> tuple:
+    """``(checkpoint, journal, snapshot)``; on files that cannot be read, set them aside and raise :class:`CheckpointError`.
 
-    The record beside it keeps its epochs: it is only marked ``failed`` with the message.
+    ``snapshot`` is the journal's ``{"epochs", "traces"}`` at the checkpoint (the journal is cut
+    to it), or ``None`` for a checkpoint written before the journal, which holds its epochs and
+    the policy's whole state itself; ``journal`` then starts empty.  A journal that does not hold
+    what the checkpoint refers to makes the checkpoint useless: both are set aside.  The record
+    beside them keeps its epochs: it is only marked ``failed`` with the message.
     """
+    journal_path = ckpt_path.with_name(JOURNAL)
+    journal_bad = False
     try:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if not isinstance(ckpt, dict) or not {"config", "epoch", "model", "epochs"} <= set(ckpt):
+        if not isinstance(ckpt, dict) or not {"config", "epoch", "model"} <= set(ckpt) or not (
+                "journal" in ckpt or "epochs" in ckpt):
             raise ValueError(f"not an adapt checkpoint (keys: {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__})")
+        if "journal" in ckpt:
+            journal_bad = True
+            journal, snapshot = TraceJournal.resume(journal_path, ckpt["journal"])
+            journal_bad = False
+        else:
+            journal, snapshot = TraceJournal.start(journal_path), None
     except Exception as exc:
         kept = set_aside(ckpt_path)
-        previous = read_record(record_path) if record_path is not None else None
+        also = ""
+        if journal_bad and journal_path.exists():
+            also = f" (with its journal, set aside as {set_aside(journal_path).name})"
+        previous = None
+        if record_path is not None and record_path.exists():
+            try:
+                previous = load_record(record_path)
+            except JournalError:  # its traces were in that journal: keep what the record holds
+                previous = load_record(record_path, traces=False)
+                previous.pop("journal", None)
+            except RecordError:
+                previous = read_record(record_path)  # sets it aside
         epochs = len(previous["epochs"]) if previous else 0
         message = (f"checkpoint {ckpt_path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                   f"it was set aside as {kept.name}. The record keeps its {epochs} epoch(s) of history. "
+                   f"it was set aside as {kept.name}{also}. The record keeps its {epochs} epoch(s) of history. "
                    f"Rerun the point to restart it from scratch (the old record is then kept as "
                    f"record.json.previous), or --force / force=True to do the same; delete {kept.name} "
                    f"once you no longer need it.")
@@ -224,7 +318,7 @@ def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: Exper
         raise CheckpointError(message) from exc
     if ckpt["config"] != config.to_dict():
         raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
-    return ckpt
+    return ckpt, journal, snapshot
 
 
 def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, run_info) -> dict:
@@ -258,9 +352,11 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
 
     loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
                           seed=config.seed)
-    ckpt = None
+    ckpt, journal, snapshot = None, None, None
     if ckpt_path is not None and ckpt_path.exists() and resume and not force:
-        ckpt = _load_checkpoint(ckpt_path, record_path, config, device)
+        ckpt, journal, snapshot = _load_checkpoint(ckpt_path, record_path, config, device)
+    elif ckpt_path is not None:
+        journal = TraceJournal.start(ckpt_path.with_name(JOURNAL))
     record = {
         "schema": SCHEMA, "name": config.name, **run_info, "status": "running", "config": config.to_dict(),
         "environment": environment_info(device), "epochs": [], "traces": {}, "final": {}, "policy": {},
@@ -276,14 +372,20 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        policy.load_state_dict(ckpt["policy"])
+        if snapshot is None:  # a checkpoint written before the journal: it holds the whole history
+            policy.load_state_dict(ckpt["policy"])
+            record["epochs"] = ckpt["epochs"]
+        else:
+            policy.load_checkpoint_state(ckpt["policy"], snapshot.get("traces", {}))
+            record["epochs"] = snapshot.get("epochs", [])
+        record["traces"] = policy.traces()
         torch.set_rng_state(ckpt["rng"].cpu())
-        record["epochs"] = ckpt["epochs"]
         record["started"] = ckpt["started"]
         start_epoch, step, elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]
     state.update(record=record, record_path=record_path)
 
     accum = config.accumulation_steps
+    l1 = L1Gradient(model, config.l1_decay, accum) if config.l1_decay else None
     status, message = "completed", ""
     epochs_this_call = 0
     reporter = None
@@ -305,28 +407,40 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
         model.train()
         loader.set_epoch(epoch)
         n_batches = len(loader)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen = 0.0, None, 0
         diverged = False
+        group = []  # (batch index, loss, batch size) of this optimizer step's micro-batches
         for i, (x, y) in enumerate(loader):
             if i % accum == 0:
                 model.zero_grad(set_to_none=True)
+                l1_value = l1.begin_step() if l1 is not None else None
             out = model(x)
             loss = F.cross_entropy(out, y)
-            if config.l1_decay:
-                loss = loss + config.l1_decay * l1_penalty(model)
+            if l1_value is not None:
+                loss = loss + l1_value
             (loss / accum).backward()
-            loss_value = loss.detach().item()
-            if not math.isfinite(loss_value):
-                diverged = True
-                message = f"non-finite training loss {loss_value} at epoch {epoch}, batch {i}"
-                break
-            loss_sum += loss_value * len(y)
-            correct += int((out.detach().argmax(1) == y).sum())
-            seen += len(y)
+            group.append((i, loss.detach(), len(y)))
+            batch_correct = (out.detach().argmax(1) == y).sum()
+            correct = batch_correct if correct is None else correct.add_(batch_correct)
             if (i + 1) % accum == 0 or i + 1 == n_batches:
+                # The step's one host transfer: every micro-batch's loss (the finiteness check, the
+                # running sum in batch order, and the last one for the policy, as before).
+                values = torch.stack([loss_k for _, loss_k, _ in group]).tolist()
+                bad = next((k for k, v in enumerate(values) if not math.isfinite(v)), None)
+                if bad is not None:
+                    diverged = True
+                    message = f"non-finite training loss {values[bad]} at epoch {epoch}, batch {group[bad][0]}"
+                    break
+                for v, (_, _, size) in zip(values, group):
+                    loss_sum += v * size
+                    seen += size
+                if l1 is not None:
+                    l1.end_step(len(group))
+                group = []
                 policy.epoch_float = epoch + (i + 1) / n_batches
-                optimizer_step(policy, optimizer, qmodel, step, loss_value / accum)
+                optimizer_step(policy, optimizer, qmodel, step, values[-1] / accum)
                 step += 1
+        correct = int(correct) if correct is not None else 0
         if diverged:
             status = "diverged"
             record["epochs"].append({"epoch": epoch, "lr": lr, "train_loss": float("nan")})
@@ -347,6 +461,9 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_loss if val_loss is not None else metrics["train_loss"])
         if ckpt_path is not None:
+            # Journal first, then the checkpoint that commits its new line, then the record: a crash
+            # in between leaves a line that nothing refers to, cut off on resume (adapt.results).
+            journal.append({"epochs": record["epochs"], "traces": policy.traces()})
             atomic_save({
                 "config": config.to_dict(), "epoch": epoch, "step": step, "started": record["started"],
                 "elapsed": elapsed_before + time.time() - started,
@@ -354,19 +471,23 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
                 "qmodel": qmodel.state_dict() if qmodel is not None else None,
                 "qgenerator": qmodel.generator.get_state() if qmodel is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "policy": policy.state_dict(), "rng": torch.get_rng_state(), "epochs": record["epochs"],
+                "policy": policy.checkpoint_state(), "rng": torch.get_rng_state(), "journal": journal.pointer(),
             }, ckpt_path)
         if record_path is not None:
             _finish(record, policy, "running", "", elapsed_before + time.time() - started)
-            atomic_write_json(record_path, record)
+            write_running_record(record_path, record, journal)
         if reporter is not None:
             reporter.epoch(metrics, config.epochs, metrics["time_s"])
         if stop:
             message = "stopped by the precision policy"
             break
+    if l1 is not None:
+        l1.remove()
     _finish(record, policy, status, message, elapsed_before + time.time() - started)
     if record_path is not None:
         atomic_write_json(record_path, record)
+        if status in FINISHED and journal is not None:
+            journal.remove()  # the record now holds all of it, and a finished run is never resumed
     if reporter is not None:
         reporter.end(status, message if status != "completed" else "", record["final"])
     state.pop("progress", None)

@@ -10,14 +10,25 @@ use, ``CPU_KERNEL = False``), ``dynamic_fixed_point`` (stochastic) and qtorch's
 * stochastic <= 1.3x (clone + rand_like);
 * at least 5x faster than qtorch on CPU (both roundings).
 
+On CUDA a second table compares the fused Triton kernels (``adapt._triton_kernels``, the default
+CUDA path) with the whole-tensor ops (``GPU_KERNEL = False``) on each of ``--sizes`` (default 4M and
+64M floats): ``fixed_point`` nearest and stochastic as a multiple of ``x.clone()`` (target for the
+kernels: <= 1.3x).  These are timed with CUDA events around ``--inner`` back-to-back calls, so the
+host's launch overhead overlaps the GPU work as in training.  ``--triton-interpret`` runs that table
+on CPU tensors in Triton's interpreter (tiny ``--sizes``; a dry run that the GPU branch works, its
+times mean nothing).
+
 Usage::
 
     python benchmarks/quantizer.py [--numel 4000000] [--repeats 20] [--warmup 3] [--threads N] [--json PATH]
+    python benchmarks/quantizer.py --device cuda --sizes 4000000 64000000   # the GPU kernels' table
+    python benchmarks/quantizer.py --triton-interpret --sizes 4096 --repeats 1   # dry run on CPU
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -25,7 +36,10 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import torch
+if "--triton-interpret" in sys.argv:  # read when the kernels are decorated, i.e. before adapt imports them
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapt import quant  # noqa: E402
@@ -103,6 +117,56 @@ def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qt
     return t, qt
 
 
+def event_ms(fn, device: torch.device, repeats: int, warmup: int, inner: int) -> float:
+    """Median milliseconds per call of ``fn``: CUDA events around ``inner`` back-to-back calls (perf_counter off CUDA)."""
+    for _ in range(warmup):
+        fn()
+    if device.type != "cuda":
+        return median_ms(lambda: [fn() for _ in range(inner)], device, repeats, 0) / inner
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return statistics.median(times)
+
+
+def gpu_kernel_rows(device: torch.device, sizes, repeats: int, warmup: int, inner: int, interpret: bool) -> list[dict]:
+    """Triton kernels vs the whole-tensor ops, each as a multiple of ``x.clone()``, for every size."""
+    if interpret:  # route CPU tensors through the (interpreted) kernels, as quant routes CUDA tensors
+        from adapt import _triton_kernels
+
+        kernel_path = dict(_on_gpu_kernel=lambda x: True, _GPU_KERNELS=_triton_kernels)
+        ops_path = dict(CPU_KERNEL=False)
+    else:
+        if quant._gpu_kernels() is None:
+            return [dict(device=device.type, measurement="Triton kernels", ms=None, note="n/a: Triton does not import")]
+        kernel_path, ops_path = dict(GPU_KERNEL=True), dict(GPU_KERNEL=False)
+    dev = device.type + (" (interpreted)" if interpret else "")
+    rows = []
+    for numel in sizes:
+        g = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(numel, generator=g, device=device) * 3
+        gen = torch.Generator(device=device).manual_seed(1)
+        clone = event_ms(lambda: x.clone(), device, repeats, warmup, inner)
+        rows.append(dict(device=dev, measurement=f"x.clone() ({numel:,} floats)", ms=clone))
+        for name, patches in (("Triton", kernel_path), ("whole-tensor", ops_path)):
+            with mock.patch.multiple(quant, **patches):
+                for rounding in ("nearest", "stochastic"):
+                    ms = event_ms(lambda r=rounding: fixed_point(x, WL, FL, r, gen), device, repeats, warmup, inner)
+                    row = dict(device=dev, measurement=f"{name} fixed_point({WL},{FL}) {rounding} ({numel:,})", ms=ms,
+                               ratio=ms / clone, ratio_of="x clone")
+                    if name == "Triton":
+                        row.update(target="<= 1.3", ok=None if interpret else ms / clone <= 1.3)
+                    rows.append(row)
+    return rows
+
+
 def rows_for(dev: str, t: dict, qt: dict) -> list[dict]:
     floor_sr = t["clone"] + t["rand_like"]
     rows = [
@@ -162,7 +226,16 @@ def main(argv=None) -> int:
                     help="do not build qtorch's CUDA extension (nvcc, minutes); its CUDA rows print n/a")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
     ap.add_argument("--json", type=Path, help="also write the table (and run metadata) as JSON here")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4_000_000, 64_000_000],
+                    help="tensor sizes of the GPU kernels' table (default 4M and 64M floats)")
+    ap.add_argument("--inner", type=int, default=10, help="back-to-back calls per timing in the GPU kernels' table")
+    ap.add_argument("--triton-interpret", action="store_true",
+                    help="dry run: only the GPU kernels' table, on CPU tensors in Triton's interpreter (use tiny --sizes)")
     args = ap.parse_args(argv)
+    if args.triton_interpret:
+        rows = gpu_kernel_rows(torch.device("cpu"), args.sizes, args.repeats, args.warmup, 1, interpret=True)
+        print(format_table(rows, "adapt.quant GPU kernels, dry run in Triton's interpreter on CPU (times mean nothing)"))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -183,6 +256,9 @@ def main(argv=None) -> int:
         if device.type == "cuda" and cuda_reason is not None:
             qt = {k: (None, cuda_reason) for k in qt}
         rows += rows_for(device.type, t, qt)
+    gpu_rows = []
+    if has_cuda:
+        gpu_rows = gpu_kernel_rows(torch.device("cuda"), args.sizes, args.repeats, args.warmup, args.inner, False)
 
     meta = dict(
         numel=args.numel, dtype="float32", repeats=args.repeats, warmup=args.warmup,
@@ -196,9 +272,13 @@ def main(argv=None) -> int:
               f"CPU kernels on numba's {meta['cpu_kernel_threading']!r} threading layer"
               + (f", {meta['cuda_device']}" if has_cuda else ""))
     print(format_table(rows, header))
+    if gpu_rows:
+        print()
+        print(format_table(gpu_rows, f"CUDA: Triton kernels vs whole-tensor ops, median of {args.repeats} timings of "
+                                     f"{args.inner} back-to-back calls (CUDA events), {meta['cuda_device']}"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
+        args.json.write_text(json.dumps(dict(meta=meta, rows=rows + gpu_rows), indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -112,11 +112,26 @@ def test_variant_sets_every_option_and_explicit_options_override():
     (dict(initial_word_length=0), "initial_word_length"), (dict(variant="exact"), "variant"),
     (dict(test_slice="middle"), "test_slice"), (dict(normalize_gradients=1), "normalize_gradients"),
     (dict(switch_at="batch"), "switch_at"), (dict(activation_map="mine"), "activation_map"),
-    (dict(log_interval=0), "log_interval"),
+    (dict(log_interval=0), "log_interval"), (dict(kl_threshold=-1e-3), "kl_threshold"),
+    (dict(kl_threshold="chi2"), "kl_threshold"), (dict(kl_threshold=True), "kl_threshold"),
+    (dict(kl_alpha=0.0), "kl_alpha"), (dict(kl_alpha=1.0), "kl_alpha"),
 ])
 def test_policy_validation(kwargs, name):
     with pytest.raises(ValueError, match=name):
         AdaptPolicy(**kwargs)
+
+
+def test_kl_threshold_is_a_variant_option(monkeypatch):
+    assert AdaptPolicy().kl_threshold == 0.0 and AdaptPolicy(variant="corrected").kl_threshold == "g_test"
+    assert AdaptPolicy(variant="corrected", kl_threshold=0.0).options["kl_threshold"] == 0.0  # strict, on request
+    assert AdaptPolicy(kl_threshold=2).kl_threshold == 2.0 and AdaptPolicy().kl_alpha == 0.05
+    # The policy hands its threshold and alpha to PushDown.
+    seen = []
+    monkeypatch.setattr(H, "push_down", lambda w, wl, fl, res, **kw: (seen.append(kw), (wl, fl))[1])
+    model, qmodel, policy, _ = make(variant="corrected", kl_alpha=0.01, min_lookback=1, max_lookback=1)
+    set_grads(model, lambda p: torch.ones_like(p))
+    policy.before_step(0, 1.0)
+    assert seen and all(kw["threshold"] == "g_test" and kw["alpha"] == 0.01 for kw in seen)
 
 
 def test_from_config_uses_the_paper_values():

@@ -229,7 +229,7 @@ def test_committed_notebooks_hold_no_frozen_progress_widgets():
 def test_analysis_notebooks_default_to_the_repository_paths():
     """results_root / figures_dir default to None (adapt.paths), never to a cwd-relative '../results'."""
     for name in ("00-overview", "01-fixed-point-quantization", "02-precision-heuristic", "20-results",
-                 "21-figures", "30-ablation"):
+                 "21-figures", "30-ablation", "04-muppet"):
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assert "../" not in params.source, name

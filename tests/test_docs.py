@@ -342,3 +342,10 @@ def test_results_format_lists_the_fields_of_records(example_run):
         if set(record["environment"]) - env_fields:
             problems.append(f"{name}: environment fields not in \u00a75: {sorted(set(record['environment']) - env_fields)}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_notebook_links_the_method_doc():
+    """Each numbered notebook links docs/method.md (its anchors are checked by the citation test above)."""
+    missing = [p.name for p in sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+               if "](../docs/method.md" not in file_text(p)]
+    assert not missing, f"notebooks without a link to docs/method.md: {missing}"

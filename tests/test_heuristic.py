@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapt.heuristic import (
+    G_TEST,
+    KL_ALPHA,
     KL_EPSILON,
     gradient_diversity,
     information_loss,
+    loss_free_threshold,
     next_lookback,
     next_resolution,
     next_strategy,
@@ -318,6 +321,144 @@ def test_push_down_validation():
         args.update(kwargs)
         with pytest.raises(ValueError, match=name):
             push_down(**args)
+
+
+# --------------------------------------------------------------------------- the loss-free threshold
+# Independent of scipy: chi-square with 1 degree of freedom is Z^2, so its upper alpha-quantile is
+# z_{alpha/2}^2 (z_0.025 = 1.959963984540054, z_0.005 = 2.5758293035489004); with 2 degrees of freedom
+# the survival function is exp(-x/2), so the quantile is -2 ln(alpha).
+@pytest.mark.parametrize("n, k, alpha, expected", [
+    (1000, 2, 0.05, 1.959963984540054 ** 2 / 2000),      # 3.8414588 / 2000 = 1.9207e-3
+    (1, 2, 0.05, 1.959963984540054 ** 2 / 2),
+    (500, 2, 0.01, 2.5758293035489004 ** 2 / 1000),
+    (1000, 3, 0.05, -2 * math.log(0.05) / 2000),          # 5.9914645 / 2000
+    (10, 3, 0.2, -2 * math.log(0.2) / 20),
+    (7, 1, 0.05, 0.0),                                    # one bin: D_KL = 0 exactly, threshold 0
+])
+def test_loss_free_threshold_hand_values(n, k, alpha, expected):
+    assert loss_free_threshold(n, k, alpha) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_loss_free_threshold_default_and_monotonicity():
+    assert KL_ALPHA == 0.05 and G_TEST == "g_test"
+    assert loss_free_threshold(1000, 2) == loss_free_threshold(1000, 2, 0.05)
+    # Wilson-Hilferty: chi2_{k-1} upper quantile ~ d (1 - 2/(9d) + z sqrt(2/(9d)))^3, d = k - 1 (k = 100).
+    d, z = 99, 1.6448536269514722
+    assert loss_free_threshold(10 ** 4, 100) == pytest.approx(d * (1 - 2 / (9 * d) + z * math.sqrt(2 / (9 * d))) ** 3
+                                                             / 2e4, rel=1e-3)
+    assert loss_free_threshold(100, 50) > loss_free_threshold(1000, 50)          # more values: finer
+    assert loss_free_threshold(1000, 100) > loss_free_threshold(1000, 50)        # more bins: more noise
+    assert loss_free_threshold(1000, 50, 0.01) > loss_free_threshold(1000, 50, 0.05)
+
+
+def test_loss_free_threshold_validation():
+    for args, name in [((0, 10), "n"), ((1.5, 10), "n"), ((10, 0), "resolution"), ((10, 5, 0.0), "alpha"),
+                       ((10, 5, 1.0), "alpha"), ((10, 5, "x"), "alpha")]:
+        with pytest.raises(ValueError, match=name):
+            loss_free_threshold(*args)
+
+
+def test_g_test_is_loss_free_where_only_sampling_noise_moves_the_histogram():
+    w = torch.randn(20000, generator=gen(1)) * 0.25
+    res = 50
+    thr = loss_free_threshold(w.numel(), res)
+    # Already representable (nearest-quantized to (16, 8)): stochastic rounding is the identity, D = 0.
+    exact = fixed_point(w, 16, 8, "nearest")
+    assert information_loss(exact, 16, 8, res, "corrected", gen()) == 0.0
+    # Steps far below the bin width (2^-14 against about 2/50): D > 0, so the strict test calls it lossy,
+    # yet it is below the threshold.
+    fine = information_loss(w, 24, 14, res, "corrected", gen())
+    assert 0 < fine < thr
+    # One or two fractional bits (steps 0.5, 0.25 against a std of 0.25): far above it.
+    for fl in (1, 2):
+        assert information_loss(w, 24, fl, res, "corrected", gen()) > 100 * thr
+
+
+def test_push_down_g_test_threshold_and_record():
+    w = torch.randn(20000, generator=gen(2)) * 0.25
+    res = 50
+    thr = loss_free_threshold(w.numel(), res, 0.01)
+    rec_named, rec_value = [], []
+    named = push_down(w, 24, 14, res, "corrected", generator=gen(), threshold=G_TEST, alpha=0.01, record=rec_named)
+    value = push_down(w, 24, 14, res, "corrected", generator=gen(), threshold=thr, record=rec_value)
+    assert named == value and rec_named == rec_value
+    assert all(r["threshold"] == thr for r in rec_named)
+    # Strict (threshold 0): at FL <= 14 some value crosses a bin edge at every probe (D > 0), nothing moves.
+    assert push_down(w, 24, 14, res, "corrected", generator=gen(), threshold=0.0) == (24, 14)
+    # The G-test lowers it, to a format whose own probe passed the test.
+    wl, fl = named
+    assert fl < 14 and wl < 24
+    assert any(r["stage"] == "fl" and r["fractional_length"] == fl and not r["lossy"] for r in rec_named)
+    assert any(r["stage"] == "fl" and r["fractional_length"] == fl - 1 and r["lossy"] for r in rec_named)
+    # alpha is only used by "g_test": a float threshold ignores it.
+    assert push_down(w, 24, 14, res, "corrected", generator=gen(), threshold=thr, alpha=0.5) == value
+
+
+def test_push_down_record_lists_every_probe():
+    # The probe sequence of test_push_down_reference_probes_the_lower_bound_and_returns_the_lower_bracket.
+    w = grid(6)
+    n = w.numel()
+    record = []
+    assert push_down(w, 24, 16, n, generator=gen(), record=record) == (10, 10)
+    assert [(r["stage"], r["word_length"], r["fractional_length"], r["lossy"]) for r in record] == [
+        ("fl", 24, 4, True), ("fl", 24, 10, False), ("fl", 24, 10, False), ("fl", 24, 10, False),
+        ("wl", 17, 10, False), ("wl", 14, 10, False), ("wl", 12, 10, False), ("wl", 11, 10, False)]
+    assert set(record[0]) == {"stage", "word_length", "fractional_length", "value", "threshold", "lossy"}
+    for r in record:  # each value is the test's own (on-grid values: no random numbers involved)
+        assert r["threshold"] == 0.0 and r["lossy"] == (r["value"] > 0.0)
+        assert r["value"] == information_loss(w, r["word_length"], r["fractional_length"], n, generator=gen())
+    # Corrected: FL probes mid (10, 7, 5, 6), then WL (15, 11, 9, 8, 7): (8, 6), the last loss-free probes.
+    record = []
+    assert push_down(w, 24, 16, n, "corrected", generator=gen(), record=record) == (8, 6)
+    fl_probes = [(r["fractional_length"], r["lossy"]) for r in record if r["stage"] == "fl"]
+    assert fl_probes == [(10, False), (7, False), (5, True), (6, False)]
+    wl_probes = [(r["word_length"], r["lossy"]) for r in record if r["stage"] == "wl"]
+    assert min(x for x, lossy in wl_probes if not lossy) == 8 and (7, True) in wl_probes
+    with pytest.raises(ValueError, match="record"):
+        push_down(w, 24, 16, n, record=())
+
+
+def _digits_weight(steps=100):
+    """The first layer of a small MLP trained with SGD on scikit-learn's digits (8x8 images): real weights."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = gen(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    acc = (model(x).argmax(1) == y).float().mean().item()
+    return model[0].weight.detach().clone(), acc
+
+
+def test_corrected_push_down_lowers_formats_on_trained_weights():
+    w, acc = _digits_weight()
+    assert acc > 0.9  # trained, not random
+    res = 50
+    for start in [(16, 12), (24, 16), (32, 24)]:
+        g_test = push_down(w, *start, res, "corrected", generator=gen(), threshold=G_TEST)
+        assert g_test[0] < start[0] and g_test[1] < start[1]
+        if start[1] <= 16:  # below 2^-16 no value may cross a bin edge, and D = 0 exactly
+            strict = push_down(w, *start, res, "corrected", generator=gen(), threshold=0.0)
+            assert strict == start  # a true divergence is practically never 0: nothing is loss-free
+    # Two fractional bits are lossy at the G-test scale too.
+    assert information_loss(w, 32, 2, res, "corrected", gen()) > loss_free_threshold(w.numel(), res)
+
+
+def test_push_down_threshold_validation():
+    w = grid(3)
+    for kwargs, name in [(dict(threshold=-0.1), "threshold"), (dict(threshold="chi2"), "threshold"),
+                         (dict(threshold=float("nan")), "threshold"), (dict(threshold=True), "threshold"),
+                         (dict(alpha=0.0), "alpha"), (dict(alpha=1.0), "alpha")]:
+        with pytest.raises(ValueError, match=name):
+            push_down(w, 8, 4, 10, **kwargs)
 
 
 # --------------------------------------------------------------------------- push up

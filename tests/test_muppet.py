@@ -20,13 +20,24 @@ from adapt.muppet import (
     PRECISION_SCHEDULE,
     STATIC_SCHEDULES,
     MuppetPolicy,
+    check_due,
+    dfp_codes,
     fp32_lr_rule,
+    fp32_lr_schedule,
     gd_check,
+    gd_step,
     gradient_diversity,
+    gradient_diversity_from_sums,
+    mean_gradient_diversity,
+    next_precision,
+    patience_rule,
     precision_epochs,
+    replay_checks,
+    scale_exponent,
     switch_epochs_from_durations,
     threshold,
 )
+from adapt.quant import dynamic_fixed_point
 
 
 # ============================================================================ pure rules
@@ -131,6 +142,216 @@ def test_switch_epochs_and_presets():
     assert STATIC_SCHEDULES["muppet-googlenet-cifar10"] == (32, 41, 50, 59)
     assert precision_epochs([8, 8, 12, 12, 12, 32]) == [[8, 2], [12, 3], [32, 1]]
     assert precision_epochs([]) == []
+
+
+def test_scale_exponent_hand_values():
+    t = torch.tensor
+    # 8 bits: maxVal 127.5, minVal -128.5.  [0.3, -1.2, 0.01]: |127.5 / 0.3| = 425, |-128.5 / -1.2| = 107.08;
+    # log2(107.08) = 6.74 -> sf 6
+    assert float(scale_exponent(t([0.3, -1.2, 0.01]), 8)) == 6.0
+    # [40, -3, 0.5]: 127.5 / 40 = 3.19 (log2 1.67), 128.5 / 3 = 42.8 -> sf 1; at 12 bits 2047.5 / 40 = 51.2 -> 5
+    assert float(scale_exponent(t([40.0, -3.0, 0.5]), 8)) == 1.0
+    assert float(scale_exponent(t([40.0, -3.0, 0.5]), 12)) == 5.0
+    # a large tensor gets a negative exponent: 127.5 / 1000 = 0.1275, log2 = -2.97 -> sf -3 (step 8)
+    assert float(scale_exponent(t([1000.0, 3.0]), 8)) == -3.0
+    # all zeros: sf 0 (quantize.py L31-L32)
+    assert float(scale_exponent(torch.zeros(3), 8)) == 0.0
+    # per sample: image 0 all 0.2 -> min(637.5, 642.5) = 637.5, log2 9.32 -> 9; image 1 all 50 -> 2.55 -> 1.
+    # One scale for the batch: max 50 sets it (1), and the 0.2 image rounds to 0.2 * 2 = 0.4 -> code 0.
+    images = torch.stack([torch.full((2, 2), 0.2), torch.full((2, 2), 50.0)])
+    assert scale_exponent(images, 8, per_sample=True).tolist() == [9.0, 1.0]
+    assert float(scale_exponent(images, 8)) == 1.0
+    for bad in (1, 33, 8.0, True):
+        with pytest.raises(ValueError, match="bits"):
+            scale_exponent(t([1.0]), bad)
+    with pytest.raises(TypeError):
+        scale_exponent(torch.tensor([1, 2]), 8)
+    with pytest.raises(ValueError, match="non-empty"):
+        scale_exponent(torch.zeros(0), 8)
+
+
+def test_scale_exponent_is_the_quantizers_scale():
+    """adapt.quant.dynamic_fixed_point's output is k * 2**-sf with k = round(x * 2**sf), sf = scale_exponent."""
+    g = torch.Generator().manual_seed(3)
+    for bits in (8, 12, 16):
+        for x in (torch.randn(50, generator=g) * 0.01, torch.randn(4, 3, 5, generator=g) * 30,
+                  torch.rand(20, generator=g) + 0.5):
+            for per_sample in (False, True):
+                sf = scale_exponent(x, bits, per_sample)
+                view = (-1,) + (1,) * (x.dim() - 1) if per_sample else ()
+                scale = torch.exp2(sf.double()).reshape(view)
+                codes = dynamic_fixed_point(x, bits, "nearest", per_sample) * scale
+                assert torch.equal(codes, torch.round(x.double() * scale)), (bits, per_sample)
+                # the extreme lands in the top half of the range: a finer scale would leave it
+                top = (x.double().reshape(x.shape[0], -1) if per_sample else x.double().reshape(1, -1))
+                ext = (top * scale.reshape(-1, 1)).abs().amax(1)
+                assert bool(((ext > 2 ** (bits - 2) - 1) & (ext <= 2 ** (bits - 1) + 0.5)).all())
+
+
+def test_no_clamp_one_code_out_of_range():
+    """127.4 at 8 bits: sf = floor(log2(127.5 / 127.4)) = 0; stochastic rounding gives 128 with p = 0.4."""
+    x = torch.full((20_000,), 127.4)
+    assert float(scale_exponent(x, 8)) == 0.0
+    codes = dynamic_fixed_point(x, 8, "stochastic", generator=torch.Generator().manual_seed(0))
+    share = float((codes == 128).float().mean())
+    assert set(codes.unique().tolist()) == {127.0, 128.0}
+    assert abs(share - 0.4) < 0.02     # 4.6 standard errors of a binomial(20000, 0.4) share
+    clamped = dynamic_fixed_point(x, 8, "stochastic", generator=torch.Generator().manual_seed(0), clamp=True)
+    assert float(clamped.max()) == 127.0
+
+
+def test_dfp_codes_hand_values():
+    # 8 bits, sf 6 (see above): 0.3 * 64 = 19.2 -> 19, -1.2 * 64 = -76.8 -> -77, 0.01 * 64 = 0.64 -> 1
+    k, sf = dfp_codes(torch.tensor([0.3, -1.2, 0.01]), 8, "nearest")
+    assert float(sf) == 6.0 and k.tolist() == [19.0, -77.0, 1.0]
+    # per sample: 0.2 * 2**9 = 102.4 -> 102; 50 * 2 = 100
+    images = torch.stack([torch.full((2, 2), 0.2), torch.full((2, 2), 50.0)])
+    k, sf = dfp_codes(images, 8, "nearest", per_sample=True)
+    assert sf.tolist() == [9.0, 1.0] and k[:, 0, 0].tolist() == [102.0, 100.0]
+    # stochastic: each code is the floor or the ceiling of x * 2**sf
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    k, sf = dfp_codes(x, 8, generator=torch.Generator().manual_seed(2))
+    v = x.double() * 2.0 ** float(sf)
+    assert bool(((k == torch.floor(v)) | (k == torch.ceil(v))).all())
+    assert float(k.abs().max()) <= 128
+
+
+def test_gradient_diversity_from_sums_and_mean():
+    # sums of (1, -1, 1): norms 3, sum 1 -> 3; of (1, 1, 1): 3 / 9
+    assert gradient_diversity_from_sums(3.0, torch.tensor([1.0])) == 3.0
+    assert gradient_diversity_from_sums(3.0, torch.tensor([3.0])) == pytest.approx(1 / 3)
+    assert gradient_diversity_from_sums(2.0, torch.tensor([0.0, 0.0])) == math.inf
+    assert math.isnan(gradient_diversity_from_sums(0.0, torch.tensor([0.0])))
+    # mean over tensors: (3 + 1/3) / 2 = 5/3; a mapping counts its values
+    assert mean_gradient_diversity([3.0, 1 / 3]) == pytest.approx(5 / 3)
+    assert mean_gradient_diversity({"a": 3.0, "b": 1.0, "c": 2.0}) == pytest.approx(2.0)
+    assert math.isnan(mean_gradient_diversity([]))
+    assert mean_gradient_diversity([1.0, math.inf]) == math.inf
+    # the list form and the sums agree: (2, -1, 1) -> (4 + 1 + 1) / 2^2 = 1.5
+    grads = [torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([1.0])]
+    assert gradient_diversity(grads) == gradient_diversity_from_sums(6.0, torch.tensor([2.0])) == 1.5
+
+
+def test_check_due():
+    assert [e for e in range(10) if check_due(e, 3)] == [2, 5, 8]
+    assert [e for e in range(7) if check_due(e, 2)] == [1, 3, 5]
+    assert all(check_due(e, 1) for e in range(5))
+    for bad in ((-1, 3), (1.0, 3), (2, 0), (2, True)):
+        with pytest.raises(ValueError):
+            check_due(*bad)
+
+
+def test_patience_rule():
+    assert patience_rule(0, True, 2) == (1, False)
+    assert patience_rule(1, True, 2) == (2, True)
+    assert patience_rule(1, False, 2) == (1, False)     # a clean check does not reset the count
+    assert patience_rule(0, True, 1) == (1, True)
+    assert patience_rule(0, False, 1) == (0, False)
+    with pytest.raises(ValueError, match="patience"):
+        patience_rule(0, True, 0)
+    with pytest.raises(ValueError, match="violations"):
+        patience_rule(-1, True, 2)
+
+
+def test_gd_step_hand_values():
+    # window B of the script below: mean 1/3, max 3 -> ratio 9 > T(5) = 1 + 1.5 exp(-0.5) = 1.9098
+    s = gd_step(5, 1 / 3, 3.0, 0, 2)
+    assert s["gd_threshold"] == pytest.approx(1.9097959896) and s["gd_ratio"] == pytest.approx(9.0)
+    assert (s["max_gd"], s["violated"], s["gd_violations"], s["switch"]) == (3.0, True, 1, False)
+    # the second violation at patience 2 switches; the logged count is 2 (before the reset)
+    s = gd_step(8, 1.5, 3.0, 1, 2)
+    assert s["gd_ratio"] == pytest.approx(2.0) and s["gd_threshold"] == pytest.approx(1.0 + 1.5 * math.exp(-0.8))
+    assert (s["violated"], s["gd_violations"], s["switch"]) == (True, 2, True)
+    # a rising mean: new maximum, ratio 1, never a violation
+    s = gd_step(1, 1.27, 0.0, 0, 1, threshold_scale=0.0)
+    assert (s["max_gd"], s["gd_ratio"], s["gd_threshold"], s["switch"]) == (1.27, 1.0, 1.0, False)
+    # flat threshold 1 (scale 0): 1.34 / 0.78 = 1.718 > 1 -> violation -> switch at patience 1
+    s = gd_step(5, 0.78, 1.34, 0, 1, threshold_scale=0.0)
+    assert s["gd_threshold"] == 1.0 and s["gd_ratio"] == pytest.approx(1.34 / 0.78) and s["switch"]
+    # the same drop under the released T(5) = 1.91 is no violation
+    assert not gd_step(5, 0.78, 1.34, 0, 1)["violated"]
+
+
+def test_next_precision():
+    seq, b = [], 8
+    while b is not None:
+        seq.append(b)
+        b = next_precision(PRECISION_SCHEDULE, b)
+    assert seq == [8, 12, 14, 16, 32]
+    assert next_precision([8, 12], 12) is None
+    with pytest.raises(ValueError, match="not in the schedule"):
+        next_precision(PRECISION_SCHEDULE, 10)
+
+
+def test_fp32_lr_schedule_hand_values():
+    # AlexNet: 0.01 -> 1e-4, 15 per lr: 15 counted epochs at each of 0.01, 1e-3, 1e-4, stop at the 45th
+    lrs = fp32_lr_schedule(0.01, 1e-4)
+    assert len(lrs) == 45
+    assert lrs[:15] == [0.01] * 15
+    assert lrs[15:30] == pytest.approx([1e-3] * 15) and lrs[30:] == pytest.approx([1e-4] * 15)
+    # the smoke profile: 2 per lr -> 6 counted epochs
+    assert fp32_lr_schedule(0.01, 1e-4, 2) == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4])
+    # ResNet, 0.1 -> 1e-3: 45 tolerant, 60 with the release's literal float test (a fourth lr 1e-4)
+    assert len(fp32_lr_schedule(0.1, 1e-3)) == 45
+    assert len(fp32_lr_schedule(0.1, 1e-3, exact=True)) == 60
+    # lr already at the minimum: one block of epochs_per_lr, then stop
+    assert fp32_lr_schedule(1e-4, 1e-4, 3) == [1e-4] * 3
+    with pytest.raises(ValueError, match="did not stop"):
+        fp32_lr_schedule(1.0, 1e-300, max_epochs=50)
+    for bad in (dict(lr=0.0, min_lr=1e-4), dict(lr=0.01, min_lr=-1.0), dict(lr=0.01, min_lr=1e-4, epochs_per_lr=0),
+                dict(lr=0.01, min_lr=1e-4, gamma=1.0)):
+        with pytest.raises(ValueError):
+            fp32_lr_schedule(**bad)
+
+
+SMOKE_RECORD = "results/smoke/muppet-alexnet_cifar-digits-reference-s0-f0/record.json"
+
+
+def test_committed_smoke_record_follows_the_pure_rules():
+    """Replaying the committed smoke record's mean GD through the pure rules gives its logged fields and switches."""
+    from pathlib import Path
+
+    from adapt.results import load_record
+
+    rec = load_record(Path(__file__).resolve().parents[1] / SMOKE_RECORD)
+    pol = rec["config"]["policy"]
+    decay = pol.get("threshold_decay", MuppetPolicy().threshold_decay)
+    scale = pol.get("threshold_scale", MuppetPolicy().threshold_scale)
+    assert scale == 0.0     # the smoke profile's flat threshold T = 1
+    mt = rec["traces"]["muppet"]
+    checks = [(e, g) for e, g in zip(mt["epoch"], mt["mean_gd"]) if g is not None]
+    fp32_from = mt["bits"].index(FLOAT32)
+    assert [e for e, _ in checks] == [e for e in mt["epoch"][:fp32_from] if check_due(e, pol["resolution"])]
+    rows = replay_checks(checks, pol["patience"], decay, scale, pol["schedule"])
+    assert len(rows) == 11
+    for row in rows:
+        i = mt["epoch"].index(row["epoch"])
+        assert row["bits"] == mt["bits"][i] and row["switched_to"] == mt["switched_to"][i], row["epoch"]
+        for key in ("gd_threshold", "max_gd", "gd_ratio", "gd_violations"):
+            assert row[key] == pytest.approx(mt[key][i], rel=1e-12), (row["epoch"], key)
+    assert [(s["epoch"], s["to_bits"]) for s in rec["traces"]["switches"]] == \
+        [(r["epoch"], r["switched_to"]) for r in rows if r["switched_to"]]
+    # the float32 phase: the lr of each counted epoch, from the switch epoch on, then the stop
+    first = rec["traces"]["switches"][-1]["epoch"]
+    lrs = fp32_lr_schedule(rec["config"]["lr"], pol["min_lr"], pol["fp32_epochs_per_lr"], pol["gamma"])
+    assert [ep["lr"] for ep in rec["epochs"][first:]] == pytest.approx(lrs)
+    assert len(rec["epochs"]) == first + len(lrs)
+
+
+def test_policy_mean_gd_is_the_pure_functions_on_its_window():
+    """The policy's streaming sums give exactly mean_gradient_diversity of gradient_diversity per tensor."""
+    q, pol, opt = make(Scripted(), resolution=2, patience=5)
+    g = torch.Generator().manual_seed(0)
+    window = {"a": [], "b": []}
+    for e in range(2):
+        a, b = torch.randn(1, generator=g), torch.randn(2, generator=g)
+        window["a"].append(a)
+        window["b"].append(b)
+        q.params["a"].param.grad = a.clone()
+        q.params["b"].param.grad = b.clone()
+        pol.end_epoch(e, {}, opt)
+    expected = mean_gradient_diversity({n: gradient_diversity(v) for n, v in window.items()})
+    assert pol.history[-1]["mean_gd"] == expected
 
 
 # ============================================================================ helpers
@@ -445,6 +666,32 @@ def test_scripted_adaptive_switches_at_the_rule_epochs():
     assert pol.history[-1]["mean_gd"] is None and not stop
 
 
+def test_replay_checks_gives_the_scripted_switches():
+    """replay_checks on the windows' hand-computed GDs: the violations and switches derived in WINDOWS."""
+    checks = [(3 * i + 2, gd) for i, (_, gd) in enumerate(WINDOWS)]
+    rows = replay_checks(checks, patience=2)
+    assert [r["gd_violations"] for r in rows] == EXPECTED_VIOLATIONS
+    assert {r["epoch"]: r["switched_to"] for r in rows if r["switched_to"]} == EXPECTED_SWITCHES
+    assert [r["bits"] for r in rows][:4] == [8, 8, 8, 12]
+    assert rows[3]["max_gd"] == pytest.approx(1.5)           # window D: max reset to 0 by the switch -> 1.5
+    assert rows[1]["gd_threshold"] == pytest.approx(threshold(5))
+    # and the policy fed the same gradients logs the same fields
+    q, pol, opt = make(Scripted(), lr=0.01, resolution=3, patience=2)
+    run_script(pol, q, opt)
+    logged = [h for h in pol.history if h["mean_gd"] is not None]
+    for r, h in zip(rows, logged):
+        for key in ("bits", "max_gd", "gd_ratio", "gd_threshold", "gd_violations", "switched_to"):
+            assert r[key] == pytest.approx(h[key], rel=1e-6) if isinstance(h[key], float) else r[key] == h[key], key
+    # nothing is checked in float32 (the switch after epoch 41 ends the replay), and epochs must increase
+    assert len(replay_checks(checks + [(44, 0.1), (47, 0.1)], patience=2)) == len(WINDOWS)
+    with pytest.raises(ValueError, match="increasing"):
+        replay_checks([(2, 1.0), (2, 1.0)], patience=2)
+    # a schedule that ends before float32 stays at its last entry; the count still restarts
+    rows = replay_checks([(1, 2.0), (3, 1.0), (5, 2.0), (7, 1.0)], patience=1, threshold_scale=0.0, schedule=(8, 12))
+    assert [r["switched_to"] for r in rows] == [None, 12, None, None]
+    assert [r["bits"] for r in rows] == [8, 8, 12, 12] and rows[-1]["switch"] and rows[-1]["gd_violations"] == 1
+
+
 def test_non_cumulative_reading_would_not_switch_at_20():
     """Window F does not violate; had it reset the count, G would be the first violation, not the second."""
     q, pol, opt = make(Scripted(), lr=0.01, resolution=3, patience=2)
@@ -675,3 +922,22 @@ def test_smoke_end_to_end_on_digits():
     n = len(part["traces"]["tensors"]["step"])
     assert n > 0 and part["traces"]["tensors"] == {
         k: (v[:n] if isinstance(v, list) and k not in ("names", "numel", "is_weight") else v) for k, v in tt.items()}
+
+
+def test_trace_figure_draws_the_released_threshold_beside_the_runs():
+    """released_threshold=True adds T(e) = 1 + 1.5 exp(-0.1 e) over the fixed-point epochs; the run's line stays."""
+    from pathlib import Path
+
+    from adapt import plots
+    from adapt.results import load_record
+
+    rec = load_record(Path(__file__).resolve().parents[1] / SMOKE_RECORD)
+    fixed = [e for e, b in zip(rec["traces"]["muppet"]["epoch"], rec["traces"]["muppet"]["bits"]) if b != FLOAT32]
+    bottom = plots.muppet_trace_figure(rec, released_threshold=True).axes[1]
+    lines = {line.get_label(): line for line in bottom.get_lines()}
+    released = lines["released T(e) = 1 + 1.5·exp(−0.1·e)"]
+    assert list(released.get_xdata()) == [e + 1.0 for e in fixed]             # x = epochs completed
+    assert list(released.get_ydata()) == pytest.approx([1 + 1.5 * math.exp(-0.1 * e) for e in fixed])
+    assert set(lines["threshold T(e)"].get_ydata()) == {1.0}                   # the run's own: flat at 1
+    default = plots.muppet_trace_figure(rec).axes[1]
+    assert not any(line.get_label().startswith("released") for line in default.get_lines())

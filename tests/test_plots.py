@@ -499,8 +499,16 @@ def test_train_loss_note_matches_what_the_training_loop_adds():
 
     from adapt import train
 
+    import torch
+
     source = inspect.getsource(train)
-    assert "loss = loss + config.l1_decay * l1_penalty(model)" in source
+    assert "loss = loss + l1_value" in source  # the recorded loss is CE plus the step's L1 value
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    l1 = train.L1Gradient(model, 1e-4, accumulation_steps=2)
+    try:
+        assert torch.equal(l1.begin_step(), 1e-4 * train.l1_penalty(model))  # l1_decay * sum |w|
+    finally:
+        l1.remove()
     assert "loss_penalty" not in source  # AdaPT's precision penalty never enters the recorded loss
 
 

@@ -70,15 +70,21 @@ def _switch_epochs(record: Mapping, frame) -> list:
     return []
 
 
-def muppet_trace_figure(record: Mapping, title: Optional[str] = None):
+def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_threshold: bool = False):
     """MuPPET's precision schedule and the gradient-diversity rule that drove it.
 
     Top: the global bit width of each epoch (a step plot; float32 is drawn 4 above the
     widest fixed-point width rather than at 32, so that 8/12/14/16 stay apart).  Bottom: the
-    ratio maxGD / meanGD at each check, the threshold ``T(e)``, violations (ratio
-    above the threshold) as crosses.  Switches (after epoch ``e``) are dashed vertical
-    lines in both panels.  x = epochs completed.  Fields the record lacks are left
-    out (a static schedule has no gradient diversity: the bottom panel says so).
+    ratio maxGD / meanGD at each check, the threshold ``T(e)`` the run logged (its
+    config's), violations (ratio above the threshold) as crosses.  Switches (after epoch
+    ``e``) are dashed vertical lines in both panels.  x = epochs completed.  Fields the
+    record lacks are left out (a static schedule has no gradient diversity: the bottom
+    panel says so).
+
+    ``released_threshold``: also draw the released ``T(e) = 1 + 1.5 exp(-0.1 e)``
+    (:func:`adapt.muppet.threshold` at its defaults) over the run's fixed-point epochs,
+    dotted, beside the threshold the run logged (its config's: the smoke profile's is
+    flat at 1).
     """
     frame = muppet_epochs(record)
     switches = _switch_epochs(record, frame)
@@ -109,6 +115,14 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None):
                 thr = frame["threshold"].to_numpy(float)
                 tok = np.isfinite(thr)
                 ax_g.plot(x[tok], thr[tok], color="0.3", lw=1.2, ls="-.", label="threshold T(e)")
+            if released_threshold and len(x):
+                from ..muppet import THRESHOLD_DECAY, THRESHOLD_SCALE, threshold
+
+                # over the fixed-point epochs only: MuPPET makes no check in float32
+                fixed = frame["bits"].to_numpy(float) < 32 if "bits" in frame else np.ones(len(x), bool)
+                epochs = frame["epoch"].to_numpy(int)[fixed]
+                ax_g.plot(x[fixed], [threshold(int(e)) for e in epochs], color="0.55", lw=1.2, ls=":",
+                          label=f"released T(e) = 1 + {THRESHOLD_SCALE:g}·exp(−{THRESHOLD_DECAY:g}·e)")
                 viol = ok & tok & (ratio > thr)
             elif "violations" in frame:
                 v = frame["violations"].to_numpy(float)
