@@ -51,13 +51,15 @@ device, but :mod:`adapt.quant` routes only CUDA tensors here.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK", "seed_tensor", "fixed_point", "round_scaled", "segment_blocks", "fixed_point_segments"]
+__all__ = ["BLOCK", "seed_tensor", "fixed_point", "round_scaled", "segment_blocks", "fixed_point_segments",
+           "segment_extremes", "round_scaled_segments"]
 
 #: Elements per program (default of every ``block`` argument, read at call time).  Results do not
 #: depend on it (tests check); 1024 with 4 warps gives each thread 8 elements as two 16-byte vectors.
@@ -175,14 +177,17 @@ def _round_kernel(x_ptr, y_ptr, n, scale, inv_scale, low, high, scale_ptr, row_l
     tl.store(y_ptr + offs, _to_out(v * inv, y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _segments_kernel(table_ptr, blocks_ptr, seed_ptr,
-                     STOCHASTIC: tl.constexpr, DTYPE: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["low", "high"])
+def _segments_kernel(table_ptr, blocks_ptr, seed_ptr, scale_ptr, low, high,
+                     STOCHASTIC: tl.constexpr, DYNAMIC: tl.constexpr, CLAMP: tl.constexpr, DTYPE: tl.constexpr,
+                     F64: tl.constexpr, BLOCK: tl.constexpr):
     """One launch over many tensors: program ``p`` rounds block ``blocks[p, 1]`` of segment ``blocks[p, 0]``.
 
     ``table`` (int64, one row of 6 per segment): input address, output address, numel, word
     length, fractional length, stream.  Segment ``s`` gets exactly what :func:`_round_kernel`
-    gives that tensor with the same seed and stream ``table[s, 5]``.
+    gives that tensor with the same seed and stream ``table[s, 5]``: fixed point with the row's
+    word and fractional lengths, or with ``DYNAMIC`` MuPPET's rounding with the float32 scale
+    ``scale[s]`` (saturated to ``[low, high]`` with ``CLAMP``; the lengths are then unused).
     """
     Q: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0)
@@ -192,14 +197,18 @@ def _segments_kernel(table_ptr, blocks_ptr, seed_ptr,
     x_ptr = tl.load(row).to(tl.pointer_type(DTYPE))
     y_ptr = tl.load(row + 1).to(tl.pointer_type(DTYPE))
     n = tl.load(row + 2)
-    wl = tl.load(row + 3).to(tl.int32)
-    fl = tl.load(row + 4).to(tl.int32)
     stream = tl.load(row + 5).to(tl.int32)
     cdt = tl.float64 if F64 else tl.float32
-    # 2**fl and 2**-fl from their exponent bits (exact; fl <= 32), the code range from wl <= 32.
-    s = ((fl + 127) << 23).to(tl.float32, bitcast=True).to(cdt)
-    inv = ((127 - fl) << 23).to(tl.float32, bitcast=True).to(cdt)
-    half = (tl.full((), 1, tl.int64) << (wl - 1).to(tl.int64)).to(cdt)
+    if DYNAMIC:
+        s = tl.load(scale_ptr + seg)
+        inv = tl.math.div_rn(tl.full((), 1.0, tl.float32), s)  # IEEE: 1/2**sf exactly; 1/0 = inf
+    else:
+        wl = tl.load(row + 3).to(tl.int32)
+        fl = tl.load(row + 4).to(tl.int32)
+        # 2**fl and 2**-fl from their exponent bits (exact; fl <= 32), the code range from wl <= 32.
+        s = ((fl + 127) << 23).to(tl.float32, bitcast=True).to(cdt)
+        inv = ((127 - fl) << 23).to(tl.float32, bitcast=True).to(cdt)
+        half = (tl.full((), 1, tl.int64) << (wl - 1).to(tl.int64)).to(cdt)
     rows = tl.arange(0, Q)[:, None]
     cols = tl.arange(0, 4)[None, :]
     ctr = blk * Q + rows
@@ -210,8 +219,42 @@ def _segments_kernel(table_ptr, blocks_ptr, seed_ptr,
     if STOCHASTIC:
         seed = tl.load(seed_ptr)
     v = _round_codes(x * s, seed, stream, ctr, cols, STOCHASTIC)
-    v = _saturate(v, -half, half - 1.0)
+    if DYNAMIC:
+        if CLAMP:
+            v = _saturate(v, tl.cast(low, cdt), tl.cast(high, cdt))
+    else:
+        v = _saturate(v, -half, half - 1.0)
     tl.store(y_ptr + offs, _to_out(v * inv, DTYPE), mask=mask)
+
+
+@triton.jit
+def _larger(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _smaller(a, b):
+    return tl.minimum(a, b)
+
+
+@triton.jit
+def _segments_extremes_kernel(table_ptr, blocks_ptr, hi_ptr, lo_ptr, nan_ptr, DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """Per segment, ``max`` and ``min`` (atomic over its blocks; exact, so order-free) and whether it holds NaN."""
+    pid = tl.program_id(0)
+    seg = tl.load(blocks_ptr + 2 * pid)
+    blk = tl.load(blocks_ptr + 2 * pid + 1).to(tl.int64)
+    row = table_ptr + 6 * seg.to(tl.int64)
+    x_ptr = tl.load(row).to(tl.pointer_type(DTYPE))
+    n = tl.load(row + 2)
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    ok = mask & (x == x)
+    # tl.reduce with our own combine functions, not tl.max/tl.min (jitted in Triton's standard library,
+    # which an interpreted copy of this module could not call; see _philox4x32_10)
+    tl.atomic_max(hi_ptr + seg, tl.reduce(tl.where(ok, x, float("-inf")), 0, _larger))
+    tl.atomic_min(lo_ptr + seg, tl.reduce(tl.where(ok, x, float("inf")), 0, _smaller))
+    tl.atomic_max(nan_ptr + seg, tl.reduce((mask & (x != x)).to(tl.int32), 0, _larger))
 
 
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
@@ -300,7 +343,7 @@ def fixed_point(x: torch.Tensor, word_length: int, fractional_length: int, round
 
 
 def round_scaled(x: torch.Tensor, scale: torch.Tensor, rounding: str = "stochastic", seed=None,
-                 clamp_bits: Optional[int] = None, *, block: Optional[int] = None) -> torch.Tensor:
+                 clamp_bits: Optional[int] = None, *, stream: int = 0, block: Optional[int] = None) -> torch.Tensor:
     """MuPPET's rounding step: ``round(x * scale) / scale``, saturated to ``clamp_bits`` bits if given.
 
     ``scale`` is a tensor on ``x``'s device in the compute dtype (float64 for float64 ``x``,
@@ -320,7 +363,35 @@ def round_scaled(x: torch.Tensor, scale: torch.Tensor, rounding: str = "stochast
     row_len = max(1, xc.numel() // rows) if rows > 1 else max(1, xc.numel())
     low, high = (0, 0) if clamp_bits is None else (-(2 ** (clamp_bits - 1)), 2 ** (clamp_bits - 1) - 1)
     return _launch(xc, y, stochastic, seed, scale_t=s, row_len=row_len, dynamic=True, low=low, high=high,
-                   clamp=clamp_bits is not None, block=block)
+                   clamp=clamp_bits is not None, stream=stream, block=block)
+
+
+def _segment_table(xs: list, outs, formats) -> tuple:
+    """``(outs, table)``: the outputs (new tensors if ``outs`` is None) and the int64 device table of a
+    segments launch, one row per tensor (input address, output address, numel, word length, fractional
+    length, stream); ``table`` is None when there are no tensors.  Checks one dtype, one device, contiguity."""
+    if outs is None:
+        outs = [torch.empty_like(x) for x in xs]
+    outs = list(outs)
+    if len(outs) != len(xs):
+        raise ValueError(f"got {len(xs)} tensors but {len(outs)} outputs")
+    if not xs:
+        return outs, None
+    dtype, device = xs[0].dtype, xs[0].device
+    if dtype not in _TL_DTYPES:
+        raise TypeError(f"the Triton kernels take float16, bfloat16, float32 or float64 tensors, got {dtype}")
+    rows = []
+    for i, (x, y, (wl, fl)) in enumerate(zip(xs, outs, formats)):
+        for name, t in (("tensor", x), ("output", y)):
+            if t.dtype != dtype or t.device != device or not t.is_contiguous():
+                raise ValueError(f"{name} {i} must be contiguous, {dtype}, on {device}; got {t.dtype} on {t.device}"
+                                 f"{'' if t.is_contiguous() else ', not contiguous'}")
+        if y.shape != x.shape:
+            raise ValueError(f"output {i} has shape {tuple(y.shape)}, tensor {i} {tuple(x.shape)}")
+        if x.numel() >= 2**34:
+            raise ValueError(f"tensor {i} has {x.numel()} elements; the Triton kernels take at most 2**34")
+        rows.append([x.data_ptr(), y.data_ptr(), x.numel(), wl, fl, i])
+    return outs, torch.tensor(rows, dtype=torch.int64).to(device)
 
 
 def segment_blocks(numels: Sequence[int], block: Optional[int] = None) -> torch.Tensor:
@@ -352,38 +423,75 @@ def fixed_point_segments(xs: Sequence[torch.Tensor], formats: Sequence[tuple], r
     xs = list(xs)
     if len(formats) != len(xs):
         raise ValueError(f"got {len(xs)} tensors but {len(formats)} formats")
-    if outs is None:
-        outs = [torch.empty_like(x) for x in xs]
-    outs = list(outs)
-    if len(outs) != len(xs):
-        raise ValueError(f"got {len(xs)} tensors but {len(outs)} outputs")
-    if not xs:
-        return outs
-    dtype, device = xs[0].dtype, xs[0].device
-    if dtype not in _TL_DTYPES:
-        raise TypeError(f"the Triton kernels take float16, bfloat16, float32 or float64 tensors, got {dtype}")
-    rows = []
-    for i, (x, y, (wl, fl)) in enumerate(zip(xs, outs, formats)):
-        for name, t in (("tensor", x), ("output", y)):
-            if t.dtype != dtype or t.device != device or not t.is_contiguous():
-                raise ValueError(f"{name} {i} must be contiguous, {dtype}, on {device}; got {t.dtype} on {t.device}"
-                                 f"{'' if t.is_contiguous() else ', not contiguous'}")
-        if y.shape != x.shape:
-            raise ValueError(f"output {i} has shape {tuple(y.shape)}, tensor {i} {tuple(x.shape)}")
+    for i, (wl, fl) in enumerate(formats):
         if not (1 <= wl <= 32 and 0 <= fl <= 32):
             raise ValueError(f"format {i} = ({wl}, {fl}) is outside word length 1..32, fractional length 0..32")
-        if x.numel() >= 2**34:
-            raise ValueError(f"tensor {i} has {x.numel()} elements; the Triton kernels take at most 2**34")
-        rows.append([x.data_ptr(), y.data_ptr(), x.numel(), wl, fl, i])
+    outs, table = _segment_table(xs, outs, formats)
+    if table is None:
+        return outs
+    device, dtype = xs[0].device, xs[0].dtype
     if blocks is None:
-        blocks = segment_blocks([r[2] for r in rows], block).to(device)
+        blocks = segment_blocks([x.numel() for x in xs], block).to(device)
     if blocks.numel() == 0:
         return outs
-    table = torch.tensor(rows, dtype=torch.int64).to(device)
     seed_t = _as_seed(seed, device) if stochastic else table
     _segments_kernel[(blocks.shape[0],)](
-        table, blocks, seed_t, STOCHASTIC=stochastic, DTYPE=_TL_DTYPES[dtype], F64=dtype == torch.float64,
-        BLOCK=block, num_warps=_NUM_WARPS,
+        table, blocks, seed_t, table, 0, 0, STOCHASTIC=stochastic, DYNAMIC=False, CLAMP=True,
+        DTYPE=_TL_DTYPES[dtype], F64=dtype == torch.float64, BLOCK=block, num_warps=_NUM_WARPS,
     )
     return outs
 
+
+def segment_extremes(xs: Sequence[torch.Tensor], *, block: Optional[int] = None) -> tuple:
+    """``(hi, lo)``: float32 tensors on the device with each tensor's ``max`` and ``min``, NaN for a tensor
+    that holds NaN (as ``torch.aminmax`` gives), in one launch over all of them.  Empty tensors get
+    ``(-inf, inf)``.  ``xs``: contiguous, one dtype (float16, bfloat16 or float32), one device."""
+    block = BLOCK if block is None else block
+    xs = list(xs)
+    if xs and xs[0].dtype == torch.float64:
+        raise TypeError("segment_extremes takes float16, bfloat16 or float32 tensors (max/min in float32)")
+    _, table = _segment_table(xs, xs, [(8, 0)] * len(xs))
+    if table is None:
+        return torch.empty(0), torch.empty(0)
+    device = xs[0].device
+    hi = torch.full((len(xs),), -math.inf, dtype=torch.float32, device=device)
+    lo = torch.full((len(xs),), math.inf, dtype=torch.float32, device=device)
+    has_nan = torch.zeros(len(xs), dtype=torch.int32, device=device)
+    blocks = segment_blocks([x.numel() for x in xs], block).to(device)
+    if blocks.numel():
+        _segments_extremes_kernel[(blocks.shape[0],)](table, blocks, hi, lo, has_nan, DTYPE=_TL_DTYPES[xs[0].dtype],
+                                                       BLOCK=block, num_warps=_NUM_WARPS)
+    nan = has_nan.bool()
+    return hi.masked_fill(nan, math.nan), lo.masked_fill(nan, math.nan)
+
+
+def round_scaled_segments(xs: Sequence[torch.Tensor], scales: torch.Tensor, rounding: str = "stochastic", seed=None,
+                          outs: Optional[Sequence[torch.Tensor]] = None, clamp_bits: Optional[int] = None, *,
+                          block: Optional[int] = None) -> list:
+    """MuPPET's rounding of many tensors in one launch: tensor ``s`` gets what :func:`round_scaled` gives it
+    with ``scales[s]`` (a float32 device tensor, one scale per tensor), the same ``seed`` and ``stream=s``.
+    ``xs`` and ``outs`` (default new tensors; may be ``xs``) as for :func:`fixed_point_segments`."""
+    stochastic = _check_rounding(rounding)
+    if stochastic and seed is None:
+        raise ValueError("stochastic rounding needs a seed (see seed_tensor)")
+    block = BLOCK if block is None else block
+    xs = list(xs)
+    if xs and xs[0].dtype == torch.float64:
+        raise TypeError("round_scaled_segments takes float16, bfloat16 or float32 tensors (float32 arithmetic)")
+    outs, table = _segment_table(xs, outs, [(8, 0)] * len(xs))
+    if table is None:
+        return outs
+    device = xs[0].device
+    s = scales.detach().reshape(-1).to(device=device, dtype=torch.float32).contiguous()
+    if s.numel() != len(xs):
+        raise ValueError(f"got {s.numel()} scales for {len(xs)} tensors")
+    blocks = segment_blocks([x.numel() for x in xs], block).to(device)
+    if blocks.numel() == 0:
+        return outs
+    low, high = (0, 0) if clamp_bits is None else (-(2 ** (clamp_bits - 1)), 2 ** (clamp_bits - 1) - 1)
+    seed_t = _as_seed(seed, device) if stochastic else table
+    _segments_kernel[(blocks.shape[0],)](
+        table, blocks, seed_t, s, low, high, STOCHASTIC=stochastic, DYNAMIC=True, CLAMP=clamp_bits is not None,
+        DTYPE=_TL_DTYPES[xs[0].dtype], F64=False, BLOCK=block, num_warps=_NUM_WARPS,
+    )
+    return outs

@@ -28,14 +28,16 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .quant import FixedPoint, fixed_point_many, quantize_gradient, quantize_ste, skip_draw
+from .quant import (DynamicFixedPoint, FixedPoint, dynamic_fixed_point_many, fixed_point_many, quantize_gradient,
+                    quantize_ste, skip_draw)
 
 #: Attribute a quantization hook sets on its output: ``(format, tensor._version)``.
 _STAMP = "_adapt_quantized_as"
 
 
 def _stamp(y: torch.Tensor, fmt) -> torch.Tensor:
-    if isinstance(fmt, FixedPoint):
+    # Inference-mode tensors have no version counter, so they are never stamped (nor skipped).
+    if isinstance(fmt, FixedPoint) and not y.is_inference():
         setattr(y, _STAMP, (fmt, y._version))
     return y
 
@@ -52,6 +54,21 @@ __all__ = ["QUANTIZABLE_LAYERS", "QuantLayer", "QuantParam", "QuantizedModel"]
 #: replace with quantized twins (QConv2d_FP, QLinear_FP, QBatchNorm2d_FP,
 #: QAvgPool2d_FP; MuPPET's QuantConv2d/QuantLinear/QuantAvgPool2d/QuantAdaptiveAvgPool2d).
 QUANTIZABLE_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+#: Layers whose backward never reads their output, so the output can be quantized in place
+#: (``QuantizedModel(in_place_outputs=True)``).  From torch's ``tools/autograd/derivatives.yaml``:
+#: ``convolution`` saves ``input`` and ``weight``; ``addmm``/``mm`` (``F.linear``) save ``mat1`` and
+#: ``mat2``; ``native_batch_norm`` / ``_native_batch_norm_legit*`` save ``input``, ``weight``, the running
+#: and the saved statistics; ``avg_pool2d`` and ``_adaptive_avg_pool2d`` save ``self`` (the input).
+#: cuDNN's and oneDNN's convolution and batch norm keep the same inputs.  ``nn.ReLU``, whose backward
+#: reads its result, is not among them (and is not a quantization point).
+_OUTPUT_NOT_SAVED = QUANTIZABLE_LAYERS
+
+#: Layers whose output values are some of their input values or zero: a ReLU's (``max(x, 0)``;
+#: zero lies in every fixed-point range) and a max pooling's.  The output of such a layer fed by a
+#: quantized tensor is on that tensor's grid and inside its range, so it carries the same stamp and the
+#: next layer's input quantization with a containing format is skipped (``skip_requantization``).
+_GRID_PRESERVING = (nn.ReLU, nn.MaxPool2d)
 
 
 @dataclass(eq=False)
@@ -98,20 +115,36 @@ class QuantizedModel:
     ``skip_requantization``: a layer input that is the unmodified output of the
     previous quantization hook, in a format the input format contains (a conv's
     output entering its BatchNorm with the same format), is passed on as it is,
-    because quantizing it again is the identity (:meth:`FixedPoint.contains`).  On
-    CPU the skipped rounding still draws its random word (:func:`adapt.quant.skip_draw`),
-    so results are bit-identical with ``False``; it only saves time (about a
-    quarter of ResNet-20's quantization points).
+    because quantizing it again is the identity (:meth:`FixedPoint.contains`).  The
+    same holds after a ReLU or a max pooling fed by such an output
+    (:data:`_GRID_PRESERVING`: their outputs are input values or zero), e.g. the second
+    conv of a ResNet block, whose input is ``relu(bn1(...))``.  On CPU and with the CUDA
+    kernels the skipped rounding still draws its random word (:func:`adapt.quant.skip_draw`),
+    so results are bit-identical with ``False``; it only saves time and memory (at 8/4
+    everywhere, 31 of ResNet-20's 88 quantization points per forward pass, 21 of them BatchNorm
+    inputs, and 4 of AlexNet's 12).
+
+    ``in_place_outputs``: a layer's output is rounded into its own memory instead of a
+    new tensor, for the layer types whose backward does not read their output
+    (:data:`_OUTPUT_NOT_SAVED`: all of :data:`QUANTIZABLE_LAYERS`) and outputs that are
+    contiguous, not views and not leaves.  Values, gradients and random draws are
+    identical with ``False``; on CPU it saves the fresh pages of a new tensor, which cost
+    more than the rounding (``benchmarks/quantizer.py``).  The one visible difference: a
+    forward hook registered on the layer *before* this object that keeps the output
+    (``out.detach()`` shares memory) finds it quantized afterwards; such a hook should
+    clone it, or pass ``False``.  Layer inputs are never written: the previous layer (a
+    ReLU) may have saved them for its backward.
     """
 
     def __init__(self, model: nn.Module, rounding: str = "stochastic", generator: Optional[torch.Generator] = None,
-                 layer_types=QUANTIZABLE_LAYERS, skip_requantization: bool = True):
+                 layer_types=QUANTIZABLE_LAYERS, skip_requantization: bool = True, in_place_outputs: bool = True):
         if rounding not in ("stochastic", "nearest"):
             raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {rounding!r}")
         self.model = model
         self.rounding = rounding
         self.generator = generator
         self.skip_requantization = bool(skip_requantization)
+        self.in_place_outputs = bool(in_place_outputs)
         self.input_format = None
         self.layers: dict[str, QuantLayer] = {}
         self.params: dict[str, QuantParam] = {}
@@ -129,13 +162,24 @@ class QuantizedModel:
         for layer in self.layers.values():
             self._handles.append(layer.module.register_forward_pre_hook(self._make_input_hook(layer)))
             self._handles.append(layer.module.register_forward_hook(self._make_output_hook(layer)))
+        for module in model.modules():
+            if isinstance(module, _GRID_PRESERVING) and not isinstance(module, layer_types):
+                self._handles.append(module.register_forward_hook(self._pass_stamp_on))
 
     # -- hooks -------------------------------------------------------------------------
-    def _quantize_activation(self, x: torch.Tensor, fmt) -> torch.Tensor:
+    def _quantize_activation(self, x: torch.Tensor, fmt, in_place: bool = False) -> torch.Tensor:
         if self.skip_requantization and _holds(x, fmt):
             skip_draw(x, self.rounding, self.generator)
             return x
-        return _stamp(quantize_ste(x, fmt, self.rounding, self.generator), fmt)
+        return _stamp(quantize_ste(x, fmt, self.rounding, self.generator, in_place=in_place), fmt)
+
+    @staticmethod
+    def _pass_stamp_on(module, args, output):
+        # A stamp whose version still matches: the input holds its format's values, so the output does.
+        stamp = getattr(args[0], _STAMP, None) if args else None
+        if stamp is not None and stamp[1] == args[0]._version and isinstance(output, torch.Tensor):
+            _stamp(output, stamp[0])
+        return None
 
     def _model_input_hook(self, module, args):
         if self.input_format is None:
@@ -155,10 +199,14 @@ class QuantizedModel:
         return hook
 
     def _make_output_hook(self, layer: QuantLayer):
+        may_write = self.in_place_outputs and isinstance(layer.module, _OUTPUT_NOT_SAVED)
+
         def hook(module, args, output):
             if layer.output_format is None:
                 return None
-            return self._quantize_activation(output, layer.output_format)
+            in_place = (may_write and isinstance(output, torch.Tensor) and output._base is None
+                        and output.is_contiguous() and (output.grad_fn is not None or not output.requires_grad))
+            return self._quantize_activation(output, layer.output_format, in_place)
         return hook
 
     # -- optimizer side ----------------------------------------------------------------
@@ -168,12 +216,17 @@ class QuantizedModel:
 
     def _quantize_all(self, sources: list, formats: list, outs: list) -> None:
         """``outs[k] = formats[k].quantize(sources[k])`` in order: one grouped call when every format is
-        fixed point (:func:`adapt.quant.fixed_point_many`, the same results and random draws), else one
-        call per tensor (MuPPET's dynamic fixed point)."""
+        fixed point (:func:`adapt.quant.fixed_point_many`) or every one is the same per-tensor dynamic
+        fixed point (:func:`adapt.quant.dynamic_fixed_point_many`, MuPPET); on CPU these give the same
+        results and random draws as one call per tensor, which is what other mixes get."""
         if not sources:
             return
         if all(isinstance(f, FixedPoint) for f in formats):
             fixed_point_many(sources, formats, self.rounding, self.generator, outs=outs)
+            return
+        first = formats[0]
+        if isinstance(first, DynamicFixedPoint) and not first.per_sample and all(f == first for f in formats):
+            dynamic_fixed_point_many(sources, first.bits, self.rounding, self.generator, clamp=first.clamp, outs=outs)
             return
         for x, fmt, out in zip(sources, formats, outs):
             fmt.quantize(x, self.rounding, self.generator, out=out)

@@ -112,6 +112,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from . import quant
 from .policies import PrecisionPolicy, TensorTrace
 from .quant import DynamicFixedPoint
 
@@ -226,8 +227,8 @@ def scale_exponent(x: torch.Tensor, bits: int, per_sample: bool = False) -> torc
     the ``bits``-bit integer range, and nothing clamps ``k`` afterwards, so stochastic
     rounding can reach ``2**(b-1)`` or ``-2**(b-1) - 1`` (docs/method.md §4 item 14).
 
-    The same computation as :func:`adapt.quant.dynamic_fixed_point`, which applies it
-    (in the tensor's float dtype, ``sf`` capped at 126).  Returns a 0-d tensor, or one
+    The computation :func:`adapt.quant.dynamic_fixed_point` applies (one shared function,
+    in the tensor's float dtype, ``sf`` capped at 126).  Returns a 0-d tensor, or one
     entry per slice along dim 0 with ``per_sample`` (MuPPET's per-image input scale,
     ``training.py L78-L80``).
     """
@@ -240,15 +241,8 @@ def scale_exponent(x: torch.Tensor, bits: int, per_sample: bool = False) -> torc
         raise ValueError(f"scale_exponent needs a non-empty tensor (with a batch dimension for per_sample), "
                          f"got shape {tuple(x.shape)}")
     xc = x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
-    if per_sample:
-        lo, hi = torch.aminmax(xc.reshape(xc.shape[0], -1), dim=1)
-    else:
-        lo, hi = torch.aminmax(xc)
-    max_val = 2.0 ** (bits - 1) - 1 + 0.5
-    min_val = -(2.0 ** (bits - 1)) - 0.5
-    range_best = torch.minimum((max_val / hi).abs(), (min_val / lo).abs())
-    sf = torch.floor(torch.log2(range_best)).clamp_(max=126)
-    return torch.where((hi == 0) & (lo == 0), torch.zeros_like(sf), sf)
+    with torch.no_grad():
+        return quant._dynamic_exponent(xc, bits, per_sample)
 
 
 def dfp_codes(x: torch.Tensor, bits: int, rounding: str = "stochastic", per_sample: bool = False,

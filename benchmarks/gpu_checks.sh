@@ -21,7 +21,7 @@ echo "== CUDA tests (quantizers through the Triton kernels; interpreter tests)"
 $py -m pytest tests/test_quant.py tests/test_triton_kernels.py -q -p no:cacheprovider 2>&1 | tee "$out/tests.txt" | tail -3
 echo "== quantizer vs x.clone() (target <= 1.3x, nearest and stochastic, 4M and 64M floats)"
 $py benchmarks/quantizer.py --device cuda --skip-qtorch-cuda --json "$out/quantizer.json" 2>&1 | tee "$out/quantizer.txt"
-echo "== train step at the paper batch (targets: fixed 8/4 and AdaPT <= 1.15x float32)"
+echo "== train step at the paper batch (targets: fixed 8/4 and AdaPT <= 1.15x float32, MuPPET <= 1.3x)"
 $py benchmarks/train_step.py --device cuda --rounds 5 --json "$out/train_step.json" 2>&1 | tee "$out/train_step.txt"
 if [ "${SKIP_HOURS:-0}" != 1 ]; then
     echo "== one epoch of each paper configuration -> device-hours of the paper grid"

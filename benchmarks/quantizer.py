@@ -3,7 +3,8 @@
 Prints one table, measured in one run, for a float32 tensor on CPU (and on CUDA when available):
 median wall time of ``x.clone()`` (the memory-copy floor), ``torch.rand_like(x)`` (the RNG floor),
 ``fixed_point`` nearest and stochastic (on CPU also through the whole-tensor ops that other devices
-use, ``CPU_KERNEL = False``), ``dynamic_fixed_point`` (stochastic) and qtorch's
+use, ``CPU_KERNEL = False``; and stochastic in place, ``out=x``, which saves the new tensor's
+allocation: on CPU its fresh pages cost more than the rounding), ``dynamic_fixed_point`` (stochastic) and qtorch's
 ``fixed_point_quantize`` (both roundings), with the ratios the issue sets targets for:
 
 * nearest <= 2x clone (CPU and CUDA);
@@ -100,6 +101,9 @@ def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qt
     t["rand_like"] = median_ms(lambda: torch.rand_like(x), device, repeats, warmup)
     t["nearest"] = median_ms(lambda: fixed_point(x, WL, FL, "nearest"), device, repeats, warmup)
     t["stochastic"] = median_ms(lambda: fixed_point(x, WL, FL, "stochastic", gen), device, repeats, warmup)
+    buf = x.clone()  # rounded over and over in place: the values change, the work does not
+    t["stochastic_in_place"] = median_ms(lambda: fixed_point(buf, WL, FL, "stochastic", gen, out=buf), device,
+                                         repeats, warmup)
     t["dynamic"] = median_ms(lambda: dynamic_fixed_point(x, BITS, "stochastic", generator=gen), device, repeats, warmup)
     if device.type == "cpu":  # the whole-tensor ops that other devices use, for the kernel's speed-up
         with mock.patch.object(quant, "CPU_KERNEL", False):
@@ -177,6 +181,9 @@ def rows_for(dev: str, t: dict, qt: dict) -> list[dict]:
         dict(device=dev, measurement=f"fixed_point({WL},{FL}) stochastic", ms=t["stochastic"],
              ratio=t["stochastic"] / floor_sr, ratio_of="x (clone+rand_like)", target="<= 1.3",
              ok=t["stochastic"] / floor_sr <= 1.3 if dev == "cpu" else None),
+        dict(device=dev, measurement=f"fixed_point({WL},{FL}) stochastic, in place (out=x)",
+             ms=t["stochastic_in_place"], ratio=t["stochastic_in_place"] / t["stochastic"],
+             ratio_of="x into a new tensor"),
         dict(device=dev, measurement=f"dynamic_fixed_point({BITS}) stochastic", ms=t["dynamic"],
              ratio=t["dynamic"] / floor_sr, ratio_of="x (clone+rand_like)"),
     ]

@@ -2,26 +2,20 @@
 epochs on data of the real shapes (the GPU measurement itself needs a GPU; here a CPU dry run)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from adapt.configs import PROFILES
 from adapt.data import DATASETS, load_dataset
 from adapt.grid import grid
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def hours():
-    spec = importlib.util.spec_from_file_location("grid_hours", REPO / "benchmarks" / "grid_hours.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("grid_hours")
 
 
 @pytest.mark.parametrize("profile", PROFILES)

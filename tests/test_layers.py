@@ -31,10 +31,13 @@ class Tiny(nn.Module):
 
 
 def record_io(model):
+    """Each module's input and output as its forward hooks see them.  Copies: registered before a
+    QuantizedModel, these hooks run before it quantizes the output in place."""
     seen = {}
     for name, m in model.named_modules():
         if name:
-            m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(name, (a[0].detach(), out.detach())))
+            m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(
+                name, (a[0].detach().clone(), out.detach().clone())))
     return seen
 
 
@@ -201,7 +204,7 @@ def _train_steps(model, q, policy, opt, steps=2):
 
 
 @pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-def test_skip_requantization_is_bit_identical_and_skips_each_conv_to_bn_input(rounding, monkeypatch):
+def test_skip_requantization_is_bit_identical_and_skips_bn_and_relu_fed_inputs(rounding, monkeypatch):
     import adapt.layers as layers
 
     calls = {True: 0, False: 0}
@@ -231,7 +234,71 @@ def test_skip_requantization_is_bit_identical_and_skips_each_conv_to_bn_input(ro
         assert torch.equal(a, b)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in resnet20().modules())
     assert n_bn == 21
-    assert calls[False] - calls[True] == 2 * n_bn  # two forward passes, one skipped BN input each
+    # Convs fed by a ReLU of a quantized BN output: conv2 of each of the 9 blocks, and layer1.0.conv1 after
+    # the stem's relu(bn1(conv1(x))).  (A block's conv1 otherwise reads relu(out + shortcut): not skipped.)
+    n_relu_fed = 9 + 1
+    assert calls[False] - calls[True] == 2 * (n_bn + n_relu_fed)  # two forward passes
+
+
+def _fixed_formats(q, fmt):
+    for layer in q.layers.values():
+        layer.input_format = layer.output_format = fmt
+    return q
+
+
+@pytest.mark.parametrize("fmt", [FixedPoint(8, 4), DynamicFixedPoint(8)], ids=["fixed", "dynamic"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_in_place_outputs_are_bit_identical_and_reuse_the_layer_output(fmt, memory_format):
+    """Outputs, input and parameter gradients and the generator's state after a forward and backward pass
+    of ResNet-20 are identical with and without writing layer outputs in place; with it, a conv's output
+    memory is the quantized output's (no new tensor), except for outputs it may not write (channels-last
+    outputs are not contiguous)."""
+    runs, ptrs = {}, {}
+    for in_place in (True, False):
+        torch.manual_seed(0)
+        model = resnet20()
+        raw, quantized = {}, {}
+        model.conv1.register_forward_hook(lambda m, a, out: raw.__setitem__("conv1", out.data_ptr()))
+        gen = torch.Generator().manual_seed(1)
+        q = _fixed_formats(QuantizedModel(model, generator=gen, in_place_outputs=in_place), fmt)
+        q.layers["conv1"].input_format = None  # else the quantized (contiguous) input makes the output contiguous
+        model.conv1.register_forward_hook(lambda m, a, out: quantized.__setitem__("conv1", out.data_ptr()))
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(memory_format=memory_format)
+        x.requires_grad_()
+        out = model(x)
+        out.square().sum().backward()
+        runs[in_place] = [out.detach(), x.grad] + [p.grad for p in model.parameters()] + [gen.get_state()]
+        ptrs[in_place] = raw["conv1"] == quantized["conv1"]
+        model.eval()
+        with torch.no_grad():  # evaluation: no graph, the same rule
+            runs[in_place].append(model(x.detach()))
+        with torch.inference_mode():  # no version counters: nothing is stamped or skipped, still identical
+            runs[in_place].append(model(x.detach()))
+    for a, b in zip(runs[True], runs[False], strict=True):
+        assert torch.equal(a, b)
+    assert ptrs == {True: memory_format == torch.contiguous_format, False: False}
+
+
+def test_in_place_outputs_never_write_a_layer_input():
+    """A quantized layer input (here the ReLU output that conv2 reads, which the ReLU saved for its
+    backward) keeps its float values: inputs are quantized into a new tensor."""
+    class Chain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.relu, self.conv2 = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)
+
+        def forward(self, x):
+            self.hidden = self.relu(self.conv1(x))
+            return self.conv2(self.hidden)
+
+    torch.manual_seed(0)
+    model = Chain()
+    q = QuantizedModel(model, rounding="nearest")
+    q.layers["conv2"].input_format = FixedPoint(8, 4)
+    out = model(torch.randn(2, 3, 8, 8))
+    hidden = model.hidden.detach().clone()
+    assert not on_grid(hidden, FixedPoint(8, 4))  # still the float ReLU output
+    out.sum().backward()  # the ReLU's saved result was not modified (no version error)
 
 
 def test_skip_requantization_requantizes_a_tensor_modified_in_place():

@@ -493,6 +493,23 @@ def np_muppet_scale(x: np.ndarray, bits: int) -> float:
     return 2.0 ** math.floor(math.log2(best))
 
 
+def test_dynamic_fixed_point_many_on_cpu_is_the_loop():
+    """On CPU the grouped call is one dynamic_fixed_point per tensor: the same results and random draws."""
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(n, generator=g) * s for n, s in ((10, 0.01), (5000, 3.0), (1, 1.0))] + [torch.zeros(4)]
+    for rounding, clamp in (("stochastic", False), ("stochastic", True), ("nearest", False)):
+        a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        got = quant.dynamic_fixed_point_many(xs, 8, rounding, a, clamp=clamp)
+        expected = [quant.dynamic_fixed_point(x, 8, rounding, generator=b, clamp=clamp) for x in xs]
+        for y, e in zip(got, expected, strict=True):
+            assert torch.equal(y, e)
+        assert torch.equal(a.get_state(), b.get_state())
+    outs = [torch.empty_like(x) for x in xs]
+    assert all(y is o for y, o in zip(quant.dynamic_fixed_point_many(xs, 8, "nearest", outs=outs), outs))
+    with pytest.raises(ValueError, match="outs has 1"):
+        quant.dynamic_fixed_point_many(xs, 8, outs=outs[:1])
+
+
 @pytest.mark.parametrize("clamp", [False, True])
 def test_cpu_kernel_dynamic_fixed_point_equals_numpy_reference(clamp):
     g = torch.Generator().manual_seed(3)

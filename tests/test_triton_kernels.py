@@ -376,6 +376,74 @@ def test_segments_equal_single_tensor_calls(K):
         K.fixed_point_segments([xs[0], xs[2].double()], [(8, 4)] * 2, "nearest")
 
 
+def test_fixed_point_many_is_one_launch_with_one_seed(via_kernels):
+    """On the kernels' device, adapt.quant.fixed_point_many rounds all tensors in one segments launch: one
+    seed drawn for the call (tensor k on stream k), nearest identical to the loop, outputs in place."""
+    K = via_kernels
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(n, generator=g) * 4 for n in (7, 3000, 1, 200)]
+    formats = [quant.FixedPoint(8, 4), quant.FixedPoint(16, 10), quant.FixedPoint(4, 2), quant.FixedPoint(8, 4)]
+    gen = torch.Generator().manual_seed(5)
+    got = quant.fixed_point_many(xs, formats, "stochastic", gen)
+    expected = K.fixed_point_segments(xs, [(f.word_length, f.fractional_length) for f in formats], "stochastic",
+                                      seed=first_word(5))
+    for a, b in zip(got, expected, strict=True):
+        assert_same(a, b)
+    ref = torch.Generator().manual_seed(5)
+    torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())  # one word for the whole call
+    ys = [x.clone() for x in xs]
+    assert all(a is b for a, b in zip(quant.fixed_point_many(ys, formats, "nearest", outs=ys), ys, strict=True))
+    for x, y, f in zip(xs, ys, formats):
+        assert_same(y, torch.from_numpy(np_fixed_nearest(x.numpy(), f.word_length, f.fractional_length)))
+    # mixed dtypes cannot share a launch: the loop, one seed per tensor
+    mixed = [xs[0], xs[1].double()]
+    gen = torch.Generator().manual_seed(5)
+    got = quant.fixed_point_many(mixed, formats[:2], "stochastic", gen)
+    assert_same(got[0], K.fixed_point(mixed[0], 8, 4, "stochastic", seed=first_word(5)))
+
+
+def test_segment_extremes_are_aminmax_for_every_block_size(K):
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randn(n, generator=g) for n in (1, 300, 77)] + [torch.tensor([2.0, NAN, -1.0])]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ts = [x.to(dtype) for x in xs]
+        for block in (64, 256):
+            hi, lo = K.segment_extremes(ts, block=block)
+            for k, t in enumerate(ts[:3]):
+                mn, mx = torch.aminmax(t.float())
+                assert hi[k].item() == mx.item() and lo[k].item() == mn.item()
+            assert hi[3].isnan() and lo[3].isnan()
+
+
+@pytest.mark.parametrize("clamp", [False, True])
+def test_dynamic_fixed_point_many_is_two_launches_with_exact_scales(via_kernels, clamp, monkeypatch):
+    """MuPPET's weights and gradients on the kernels' device: extremes in one launch, rounding in another,
+    tensor k on stream k of one seed; each tensor's scale is MuPPET's (NumPy reference), a tensor holding
+    NaN or inf comes back NaN, zeros stay zeros, and nearest rounding equals the per-tensor calls.
+    (Blocks of 256: the interpreter's reductions are slow per element; results do not depend on it.)"""
+    K = via_kernels
+    monkeypatch.setattr(K, "BLOCK", 256)
+    g = torch.Generator().manual_seed(7)
+    xs = [torch.randn(n, generator=g) * 10.0 ** (k - 3) for k, n in enumerate((5, 3000, 1, 130, 40))]
+    xs += [torch.zeros(9), torch.tensor([1.0, INF, -2.0]), torch.tensor([NAN, 0.5]), torch.empty(0)]
+    low, high = (-128.0, 127.0) if clamp else (-INF, INF)
+    gen = torch.Generator().manual_seed(11)
+    got = quant.dynamic_fixed_point_many(xs, 8, "stochastic", gen, clamp=clamp)
+    for k, (x, y) in enumerate(zip(xs[:6], got[:6])):
+        expected = np_stochastic(x.numpy(), np_muppet_scale(x.numpy(), 8), low, high, first_word(11), stream=k)
+        assert_same(y, torch.from_numpy(expected))
+    assert bool(got[6].isnan().all()) and bool(got[7].isnan().all()) and got[8].shape == (0,)
+    ref = torch.Generator().manual_seed(11)
+    torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())  # one seed for the call
+    ys = [x.clone() for x in xs]
+    out = quant.dynamic_fixed_point_many(ys, 8, "nearest", clamp=clamp, outs=ys)
+    assert all(a is b for a, b in zip(out, ys, strict=True))
+    for x, y in zip(xs, ys):
+        assert_same(y, quant.dynamic_fixed_point(x, 8, "nearest", clamp=clamp))
+
+
 # --------------------------------------------------------------------------------------------------
 # the benchmark's Triton branch
 # --------------------------------------------------------------------------------------------------
