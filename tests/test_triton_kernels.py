@@ -444,6 +444,28 @@ def test_dynamic_fixed_point_many_is_two_launches_with_exact_scales(via_kernels,
         assert_same(y, quant.dynamic_fixed_point(x, 8, "nearest", clamp=clamp))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_compiled_many_tensor_kernels_equal_the_interpreted_ones(K):
+    """On a GPU: the compiled segments kernels give bit for bit what the interpreted copy gives on CPU
+    (the compiled module has its own block size; results do not depend on it)."""
+    G = quant._gpu_kernels()
+    g = torch.Generator().manual_seed(12)
+    xs = [torch.randn(n, generator=g) * 3 for n in (5, 5000, 77)]
+    xs[1][:3] = torch.tensor([INF, -INF, NAN])
+    gpu_xs = [x.cuda() for x in xs]
+    scales = torch.tensor([4.0, 16.0, 0.5])
+    for rounding in ("nearest", "stochastic"):
+        pairs = [(K.fixed_point_segments(xs, [(8, 4), (16, 10), (4, 2)], rounding, seed=SEED),
+                  G.fixed_point_segments(gpu_xs, [(8, 4), (16, 10), (4, 2)], rounding, seed=SEED)),
+                 (K.round_scaled_segments(xs, scales, rounding, seed=SEED, clamp_bits=8),
+                  G.round_scaled_segments(gpu_xs, scales.cuda(), rounding, seed=SEED, clamp_bits=8))]
+        for expected, got in pairs:
+            for e, a in zip(expected, got, strict=True):
+                assert_same(a.cpu(), e)
+    for e, a in zip(K.segment_extremes(xs), G.segment_extremes(gpu_xs)):
+        assert_same(a.cpu(), e)
+
+
 # --------------------------------------------------------------------------------------------------
 # the benchmark's Triton branch
 # --------------------------------------------------------------------------------------------------
