@@ -9,7 +9,8 @@ interface, float32 and fixed precision), :mod:`adapt.heuristic` (AdaPT),
 :mod:`adapt.grid` (the points of each profile, ``python -m adapt.grid``),
 :mod:`adapt.runner` (training them), :mod:`adapt.claims` (one process per point),
 :mod:`adapt.cluster` (SLURM through submitit), :mod:`adapt.progress`, :mod:`adapt.paths`,
-:mod:`adapt.compare` and :mod:`adapt.cli` (the ``adapt`` command).  Submodules are
+:mod:`adapt.compare`, :mod:`adapt.cli` (the ``adapt`` command) and :mod:`adapt.cpu_memory`
+(keeping freed memory while training on CPU).  Submodules are
 imported on use so that ``import adapt`` stays light.
 """
 __version__ = "0.1.0"
