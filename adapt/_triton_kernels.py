@@ -442,52 +442,60 @@ def fixed_point_segments(xs: Sequence[torch.Tensor], formats: Sequence[tuple], r
     return outs
 
 
-def segment_extremes(xs: Sequence[torch.Tensor], *, block: Optional[int] = None) -> tuple:
+def _float32_segments(xs: list, outs, name: str, blocks, block: int) -> tuple:
+    """``(outs, table, blocks)`` of a MuPPET segments launch (float32 arithmetic: no float64 tensors);
+    ``table`` is None when there is nothing to do.  ``blocks`` (see :func:`segment_blocks`) is built
+    when None, so a caller launching twice over the same tensors builds it once."""
+    if xs and xs[0].dtype == torch.float64:
+        raise TypeError(f"{name} takes float16, bfloat16 or float32 tensors (float32 arithmetic)")
+    outs, table = _segment_table(xs, outs, [(8, 0)] * len(xs))
+    if table is not None and blocks is None:
+        blocks = segment_blocks([x.numel() for x in xs], block).to(xs[0].device)
+    if table is not None and blocks.numel() == 0:
+        table = None
+    return outs, table, blocks
+
+
+def segment_extremes(xs: Sequence[torch.Tensor], *, block: Optional[int] = None,
+                     blocks: Optional[torch.Tensor] = None) -> tuple:
     """``(hi, lo)``: float32 tensors on the device with each tensor's ``max`` and ``min``, NaN for a tensor
     that holds NaN (as ``torch.aminmax`` gives), in one launch over all of them.  Empty tensors get
     ``(-inf, inf)``.  ``xs``: contiguous, one dtype (float16, bfloat16 or float32), one device."""
     block = BLOCK if block is None else block
     xs = list(xs)
-    if xs and xs[0].dtype == torch.float64:
-        raise TypeError("segment_extremes takes float16, bfloat16 or float32 tensors (max/min in float32)")
-    _, table = _segment_table(xs, xs, [(8, 0)] * len(xs))
-    if table is None:
+    if not xs:
         return torch.empty(0), torch.empty(0)
+    _, table, blocks = _float32_segments(xs, xs, "segment_extremes", blocks, block)
     device = xs[0].device
     hi = torch.full((len(xs),), -math.inf, dtype=torch.float32, device=device)
     lo = torch.full((len(xs),), math.inf, dtype=torch.float32, device=device)
+    if table is None:  # only empty tensors
+        return hi, lo
     has_nan = torch.zeros(len(xs), dtype=torch.int32, device=device)
-    blocks = segment_blocks([x.numel() for x in xs], block).to(device)
-    if blocks.numel():
-        _segments_extremes_kernel[(blocks.shape[0],)](table, blocks, hi, lo, has_nan, DTYPE=_TL_DTYPES[xs[0].dtype],
-                                                       BLOCK=block, num_warps=_NUM_WARPS)
+    _segments_extremes_kernel[(blocks.shape[0],)](table, blocks, hi, lo, has_nan, DTYPE=_TL_DTYPES[xs[0].dtype],
+                                                   BLOCK=block, num_warps=_NUM_WARPS)
     nan = has_nan.bool()
     return hi.masked_fill(nan, math.nan), lo.masked_fill(nan, math.nan)
 
 
 def round_scaled_segments(xs: Sequence[torch.Tensor], scales: torch.Tensor, rounding: str = "stochastic", seed=None,
                           outs: Optional[Sequence[torch.Tensor]] = None, clamp_bits: Optional[int] = None, *,
-                          block: Optional[int] = None) -> list:
+                          block: Optional[int] = None, blocks: Optional[torch.Tensor] = None) -> list:
     """MuPPET's rounding of many tensors in one launch: tensor ``s`` gets what :func:`round_scaled` gives it
     with ``scales[s]`` (a float32 device tensor, one scale per tensor), the same ``seed`` and ``stream=s``.
-    ``xs`` and ``outs`` (default new tensors; may be ``xs``) as for :func:`fixed_point_segments`."""
+    ``xs``, ``outs`` (default new tensors; may be ``xs``) and ``blocks`` as for :func:`fixed_point_segments`."""
     stochastic = _check_rounding(rounding)
     if stochastic and seed is None:
         raise ValueError("stochastic rounding needs a seed (see seed_tensor)")
     block = BLOCK if block is None else block
     xs = list(xs)
-    if xs and xs[0].dtype == torch.float64:
-        raise TypeError("round_scaled_segments takes float16, bfloat16 or float32 tensors (float32 arithmetic)")
-    outs, table = _segment_table(xs, outs, [(8, 0)] * len(xs))
+    outs, table, blocks = _float32_segments(xs, outs, "round_scaled_segments", blocks, block)
     if table is None:
         return outs
     device = xs[0].device
     s = scales.detach().reshape(-1).to(device=device, dtype=torch.float32).contiguous()
     if s.numel() != len(xs):
         raise ValueError(f"got {s.numel()} scales for {len(xs)} tensors")
-    blocks = segment_blocks([x.numel() for x in xs], block).to(device)
-    if blocks.numel() == 0:
-        return outs
     low, high = (0, 0) if clamp_bits is None else (-(2 ** (clamp_bits - 1)), 2 ** (clamp_bits - 1) - 1)
     seed_t = _as_seed(seed, device) if stochastic else table
     _segments_kernel[(blocks.shape[0],)](

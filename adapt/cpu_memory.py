@@ -10,15 +10,16 @@ large share of a step can be spent in the kernel: measured on a 2-core EPYC VM (
 print page faults and system time per step), a ResNet-20 step at 512 x 4 images took 1.1-2.0 M
 page faults and 2.6-6.7 s of system time in 6.8-11.6 s.  The quantized steps are hit harder
 than float32 (they allocate a new tensor for every quantized layer input): AdaPT measured 1.27x
-float32 with the defaults and 1.11-1.14x with the memory kept, with zero faults per step.
+float32 with the defaults and 1.11-1.14x with the memory kept.
 
 What :func:`keep_freed_memory` does: ``mallopt(M_MMAP_MAX, 0)`` (no block gets its own
 mapping; all come from the heap) and ``mallopt(M_TRIM_THRESHOLD, INT_MAX)`` (the heap is not
 shrunk until 2 GiB at its top are free).  Within a few steps the freed blocks coalesce into
 holes that fit every request, and from then on a step reuses the pages the process already
 has (the benchmark's ``faults/step`` column, after its warm-up step: 0 to 43,000 per ResNet-20
-step against 1.1-2.0 million with the defaults).  The cost: the process keeps its peak memory until it exits (the next
-step needs it again anyway).  Results do not change: only where the bytes live changes.
+step against 1.1-2.0 million with the defaults).  The cost: the process keeps its peak memory
+until it exits (the next step needs it again anyway).  Results do not change: only where the
+bytes live changes.
 
 :func:`adapt.train.run` calls it when it trains on CPU; ``ADAPT_KEEP_CPU_MEMORY=0`` in the
 environment turns it off.  On other C libraries (macOS, musl) and other systems it does

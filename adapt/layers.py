@@ -128,8 +128,9 @@ class QuantizedModel:
     new tensor, for the layer types whose backward does not read their output
     (:data:`_OUTPUT_NOT_SAVED`: all of :data:`QUANTIZABLE_LAYERS`) and outputs that are
     contiguous, not views and not leaves.  Values, gradients and random draws are
-    identical with ``False``; on CPU it saves the fresh pages of a new tensor, which cost
-    more than the rounding (``benchmarks/quantizer.py``).  The one visible difference: a
+    identical with ``False``; it saves a tensor's memory and, on CPU with the C library's
+    defaults, its fresh pages, which can cost more than the rounding (see
+    :func:`adapt.quant.quantize_ste`).  The one visible difference: a
     forward hook registered on the layer *before* this object that keeps the output
     (``out.detach()`` shares memory) finds it quantized afterwards; such a hook should
     clone it, or pass ``False``.  Layer inputs are never written: the previous layer (a

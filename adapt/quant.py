@@ -602,12 +602,14 @@ def dynamic_fixed_point_many(tensors, bits: int, rounding: str = "stochastic",
         return []
     if tensors[0].dtype == torch.float32 and _segments_on_gpu(tensors, outs):
         xs = [x.detach() for x in tensors]
-        hi, lo = _GPU_KERNELS.segment_extremes(xs)
+        blocks = _GPU_KERNELS.segment_blocks([x.numel() for x in xs]).to(xs[0].device)  # for both launches
+        hi, lo = _GPU_KERNELS.segment_extremes(xs, blocks=blocks)
         with torch.no_grad():
             scales = torch.exp2(_exponent_from_extremes(lo, hi, bits))
         seed = _device_seed(tensors[0], generator) if rounding == "stochastic" else None
         ys = _GPU_KERNELS.round_scaled_segments(xs, scales, rounding, seed, None if outs is None else
-                                                [o.detach() for o in outs], clamp_bits=bits if clamp else None)
+                                                [o.detach() for o in outs], clamp_bits=bits if clamp else None,
+                                                blocks=blocks)
         return ys if outs is None else list(outs)
     ys = []
     for k, x in enumerate(tensors):
