@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .heuristic import VARIANT_OPTIONS, VARIANTS
+from adapt.heuristic import VARIANT_OPTIONS, VARIANTS
 
 __all__ = ["BASE_CONFIG", "SEEDS", "SUBDIR", "AblationRow", "options", "ablation_rows", "effective_options",
            "row_of", "ablation_points", "ablation_root", "figures_dir", "run_ablation", "load_ablation"]
@@ -126,8 +126,8 @@ def ablation_points(config_name: str = BASE_CONFIG, seeds: Sequence[int] = SEEDS
     (otherwise the corrected endpoint would not be corrected); a ``policy`` override is
     merged into the base config's policy.
     """
-    from .configs import CONFIGS
-    from .grid import POINT_FIELDS, GridPoint
+    from adapt.configs import CONFIGS
+    from adapt.grid import POINT_FIELDS, GridPoint
 
     if config_name not in CONFIGS:
         raise ValueError(f"unknown config {config_name!r}; the ablation needs an 'adapt' config, "
@@ -166,7 +166,7 @@ def ablation_points(config_name: str = BASE_CONFIG, seeds: Sequence[int] = SEEDS
 
 def ablation_root(results_root=None) -> Path:
     """``<results root>/ablation``: the results root the ablation's points are trained into."""
-    from . import paths
+    from adapt import paths
 
     return paths.results_root(results_root) / SUBDIR
 
@@ -178,7 +178,7 @@ def figures_dir(results_root=None, figures_dir=None) -> Path:
     Beside the records it is drawn from, as ``results/mnist5k/figures/`` holds the mnist5k
     figures, so that the repository's ``figures/`` keeps only the figures the README lists.
     """
-    from . import paths
+    from adapt import paths
 
     if figures_dir is not None and str(figures_dir) != "":
         return paths.figures_root(figures_dir)
@@ -192,7 +192,7 @@ def run_ablation(points, results_root=None, force: bool = False, verbose: bool =
     In this process (the runner's ``inline`` executor), into :func:`ablation_root`; returns the
     runner's status frame (:func:`adapt.runner.run_grid`).  ``force`` retrains finished points.
     """
-    from .runner import run_grid
+    from adapt.runner import run_grid
 
     pts = [p[1] if isinstance(p, tuple) else p for p in points]
     return run_grid(points=pts, results_root=ablation_root(results_root), executor="inline", force=force,
@@ -208,8 +208,8 @@ def load_ablation(points, results_root=None) -> tuple:
     """
     import pandas as pd
 
-    from .grid import _jsonable
-    from .results import read_record
+    from adapt.grid import _jsonable
+    from adapt.results import read_record
 
     root = ablation_root(results_root)
     records, rows = [], []

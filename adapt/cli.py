@@ -42,7 +42,7 @@ def _value(text: str):
 
 def parse_sets(items: Sequence[str], config_name: str) -> dict:
     """``["lr=0.001", "policy.min_lookback=10"]`` -> overrides for ``config_name`` (policy merged into its own)."""
-    from .configs import CONFIGS
+    from adapt.configs import CONFIGS
 
     overrides, policy = {}, None
     for item in items:
@@ -65,9 +65,9 @@ def parse_sets(items: Sequence[str], config_name: str) -> dict:
 
 
 def _run(args) -> int:
-    from .claims import PointClaimed
-    from .grid import GridPoint, train_point
-    from .paths import display
+    from adapt.claims import PointClaimed
+    from adapt.grid import GridPoint, train_point
+    from adapt.paths import display
 
     try:
         overrides = parse_sets(args.set or [], args.config)
@@ -92,7 +92,7 @@ def _run(args) -> int:
 
 
 def _configs(args) -> int:
-    from .configs import config_names
+    from adapt.configs import config_names
 
     for name in config_names(args.profile):
         print(name)
@@ -126,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["grid"]:
-        from .grid import main as grid_main
+        from adapt.grid import main as grid_main
 
         return grid_main(argv[1:], prog="adapt grid")
     if argv[:1] == ["compare"]:
-        from .compare import main as compare_main
+        from adapt.compare import main as compare_main
 
         return compare_main(argv[1:])
     args = build_parser().parse_args(argv)

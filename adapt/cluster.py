@@ -54,13 +54,13 @@ class PointJob:
         self.started = None
 
     def _grid_point(self):
-        from .grid import GridPoint
+        from adapt.grid import GridPoint
 
         p = self.point
         return GridPoint(p["config_name"], p["variant"], p["seed"], p["fold"], p.get("overrides") or {})
 
     def __call__(self) -> dict:
-        from .runner import run_point
+        from adapt.runner import run_point
 
         self.started = time.time()
         return run_point(self._grid_point(), self.results_root, executor="inline", force=self.force,
@@ -98,7 +98,7 @@ def make_executor(kind: str, folder, timeout_min: float, partition: Optional[str
 
 
 def _job_file(out_dir: Path, job, log_folder) -> None:
-    from .results import atomic_write_json
+    from adapt.results import atomic_write_json
 
     atomic_write_json(out_dir / "slurm" / "job.json", {"job_id": str(job.job_id), "log_folder": str(log_folder),
                                                         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -109,9 +109,9 @@ def submit_points(points: Sequence, results_root, kind: str = "slurm", timeout_m
                   cpus_per_job: Optional[int] = None, array_parallelism: Optional[int] = None,
                   force: bool = False, verbose: bool = True) -> list:
     """Submit one job per point that is neither finished nor claimed; returns ``[(point, job)]``."""
-    from . import claims, paths
-    from .grid import FINISHED
-    from .results import read_record
+    from adapt import claims, paths
+    from adapt.grid import FINISHED
+    from adapt.results import read_record
 
     results_root = paths.results_root(results_root)
     todo = []

@@ -500,7 +500,7 @@ class UsageError(Exception):
 
 def load(path) -> Tuple[dict, Path]:
     """The record at ``path`` (a ``record.json`` or a run folder holding one) and the file it came from."""
-    from .results import load_record
+    from adapt.results import load_record
 
     p = Path(path)
     if p.is_dir():

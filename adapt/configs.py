@@ -64,7 +64,7 @@ def allowed_values() -> dict:
     """
     import importlib
 
-    from . import data, heuristic, models
+    from adapt import data, heuristic, models
 
     config_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
 

@@ -258,7 +258,7 @@ def _input_shape(input_shape, model: Optional[nn.Module] = None) -> tuple:
     first conv (:func:`adapt.models.input_shape_of`: 3 for the CIFAR models, 1 for LeNet-5
     and the MNIST variants)."""
     if input_shape is None:
-        from .models import input_shape_of
+        from adapt.models import input_shape_of
 
         return input_shape_of(model) if model is not None else (3, 32, 32)
     shape = tuple(int(s) for s in input_shape)
@@ -335,7 +335,7 @@ def _execute(model: nn.Module, shape: tuple) -> list:
 def _kind(module) -> str:
     """:func:`adapt.models.layer_kind`, with a shortcut conv counted as a conv and every
     elementwise activation (not only ReLU) as one."""
-    from .models import layer_kind
+    from adapt.models import layer_kind
 
     if isinstance(module, (nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)):
         return "relu"
@@ -562,7 +562,7 @@ def _num_classes_for(config: dict, trace: Optional[dict]) -> int:
 
 def model_for_record(record: dict) -> nn.Module:
     """Build the record's model (untrained; only its structure is used) and check it against the trace."""
-    from .models import build_model
+    from adapt.models import build_model
 
     cfg = record["config"]
     trace, _ = _trace(record)
@@ -990,7 +990,7 @@ def muppet_figures(model_name: Optional[str] = None, schedule=None, record: Opti
     model and the AlexNet schedule, as the released ``run_analysitcs`` does.
     ``corrected`` with a live record prices the tensor trace (sparsity included).
     """
-    from .models import build_model
+    from adapt.models import build_model
 
     variant = _check_variant(variant)
     if record is not None:

@@ -71,8 +71,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from . import paths
-from .configs import CONFIGS, PROFILES, SDM_KCV, ExperimentConfig, get_config
+from adapt import paths
+from adapt.configs import CONFIGS, PROFILES, SDM_KCV, ExperimentConfig, get_config
 
 __all__ = [
     "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
@@ -91,7 +91,7 @@ _RUNNER_NAMES = ("train_point", "run_point", "run_grid", "failure_message", "poi
 def __getattr__(name):
     # adapt.runner imports this module, so its names are fetched on first use rather than at import.
     if name in _RUNNER_NAMES:
-        from . import runner
+        from adapt import runner
 
         return getattr(runner, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -154,7 +154,7 @@ DEFAULT_NOTEBOOK = "notebooks/10-train.ipynb"
 
 def _jsonable(obj):
     """``obj`` as it reads back from a JSON record (tuples become lists, NaN a string)."""
-    from .results import _json_default, _sanitize
+    from adapt.results import _json_default, _sanitize
 
     return json.loads(json.dumps(_sanitize(obj), default=_json_default))
 
@@ -366,7 +366,7 @@ def failure_record(config: Union[ExperimentConfig, dict, str], message: str) -> 
     itself could not be built, in which case model, dataset and method are read
     from the name).
     """
-    from .results import SCHEMA
+    from adapt.results import SCHEMA
 
     if isinstance(config, ExperimentConfig):
         cfg = config.to_dict()
@@ -514,7 +514,7 @@ def _cli_path(value) -> Optional[Path]:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid") -> int:
-    from .runner import print_status, run_grid, run_workers
+    from adapt.runner import print_status, run_grid, run_workers
 
     parser = build_parser(prog)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -524,7 +524,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid
         if args.shard:
             pts = shard(pts, args.shard)
         if args.set:
-            from .cli import parse_sets
+            from adapt.cli import parse_sets
 
             pts = [GridPoint(p.config_name, p.variant, p.seed, p.fold, parse_sets(args.set, p.config_name))
                    for p in pts]
@@ -552,7 +552,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid
     if args.device:
         os.environ["ADAPT_DEVICE"] = args.device  # the papermill kernels and the jobs inherit it
     if args.executor in ("slurm", "submitit-local"):
-        from . import cluster
+        from adapt import cluster
 
         try:
             submitted = cluster.submit_points(

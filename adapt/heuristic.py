@@ -129,8 +129,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .policies import PrecisionPolicy, TensorTrace
-from .quant import FixedPoint, fixed_point
+from adapt.policies import PrecisionPolicy, TensorTrace
+from adapt.quant import FixedPoint, fixed_point
 
 __all__ = [
     "KL_ALPHA",
@@ -590,7 +590,7 @@ def _is_resnet(qmodel) -> bool:
 
 
 def _is_lenet(qmodel) -> bool:
-    from .models import LeNet5
+    from adapt.models import LeNet5
 
     return isinstance(qmodel.model, LeNet5)
 

@@ -52,8 +52,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import heuristic
-from .quant import FixedPoint, fixed_point
+from adapt import heuristic
+from adapt.quant import FixedPoint, fixed_point
 
 __all__ = [
     "ENV_VAR",
@@ -210,8 +210,8 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
     Example (notebook 01): ``trained_weight(epochs=2, subset=2000)`` -- LeNet-5 trained
     in float32 on 2,000 of the bundled MNIST images.
     """
-    from .configs import get_config
-    from .train import run
+    from adapt.configs import get_config
+    from adapt.train import run
 
     cfg = get_config(config, seed=seed, **overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +224,7 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
 
 # ======================================================================= figures
 def _figure(ncols, figsize):
-    from .plots.style import _new_figure, _styled
+    from adapt.plots.style import _new_figure, _styled
 
     with _styled():
         fig, axes = _new_figure(1, ncols, figsize=figsize)

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .quant import (DynamicFixedPoint, FixedPoint, dynamic_fixed_point_many, fixed_point_many, quantize_gradient,
+from adapt.quant import (DynamicFixedPoint, FixedPoint, dynamic_fixed_point_many, fixed_point_many, quantize_gradient,
                     quantize_ste, skip_draw)
 
 #: Attribute a quantization hook sets on its output: ``(format, tensor._version)``.

@@ -112,9 +112,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from . import quant
-from .policies import PrecisionPolicy, TensorTrace
-from .quant import DynamicFixedPoint
+from adapt import quant
+from adapt.policies import PrecisionPolicy, TensorTrace
+from adapt.quant import DynamicFixedPoint
 
 __all__ = [
     "PRECISION_SCHEDULE",
@@ -255,7 +255,7 @@ def dfp_codes(x: torch.Tensor, bits: int, rounding: str = "stochastic", per_samp
     ``[-2**(b-1), 2**(b-1) - 1]``; stochastic rounding can put an extreme one code
     beyond (``quantize.py L61-L69``, no clamp).
     """
-    from .quant import dynamic_fixed_point
+    from adapt.quant import dynamic_fixed_point
 
     sf = scale_exponent(x, bits, per_sample)
     view = (-1,) + (1,) * (x.dim() - 1) if per_sample else ()

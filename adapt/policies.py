@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from .quant import DynamicFixedPoint, FixedPoint
+from adapt.quant import DynamicFixedPoint, FixedPoint
 
 __all__ = ["PrecisionPolicy", "Float32Policy", "FixedPrecisionPolicy", "TensorTrace", "format_bits"]
 

@@ -61,7 +61,7 @@ class ProgressPrinter:
 
     def start(self, start_epoch: int, epochs: int, device, out_dir=None) -> None:
         self._t0 = time.time()
-        from .paths import display
+        from adapt.paths import display
 
         where = f" -> {display(out_dir)}" if out_dir is not None else ""
         resumed = f"resuming at epoch {start_epoch + 1}" if start_epoch else "from scratch"

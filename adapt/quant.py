@@ -137,7 +137,7 @@ def _gpu_kernels():
     global _GPU_KERNELS
     if _GPU_KERNELS is None:
         try:
-            from . import _triton_kernels
+            from adapt import _triton_kernels
         except ImportError as exc:  # torch's CPU-only wheels and some platforms have no Triton
             warnings.warn(f"adapt's CUDA rounding kernels need Triton ({exc}); using whole-tensor ops "
                           "(slower) instead", RuntimeWarning, stacklevel=3)
@@ -165,7 +165,7 @@ def _cpu_kernels():
     global _LAYER_CHECKED
     import numba
 
-    from . import _cpu_kernels
+    from adapt import _cpu_kernels
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != threads:  # follow torch.set_num_threads

@@ -160,7 +160,7 @@ def environment_info(device=None) -> dict:
     numpy = probe(lambda: __import__("numpy"))
 
     def adapt_version():
-        from . import __version__
+        from adapt import __version__
 
         return __version__
 

@@ -43,10 +43,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from . import paths
-from .grid import (_REPO, DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid,
+from adapt import paths
+from adapt.grid import (_REPO, DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid,
                    select)
-from .results import read_record
+from adapt.results import read_record
 
 __all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
@@ -54,7 +54,7 @@ __all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_L
 
 def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
     """Make ``out_dir/record.json`` say ``failed``: keep a record training wrote, else write a minimal one."""
-    from .results import atomic_write_json
+    from adapt.results import atomic_write_json
 
     path = out_dir / "record.json"
     record = read_record(path)
@@ -116,8 +116,8 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
     (:mod:`adapt.claims`): :class:`adapt.claims.PointClaimed` when another process is
     training it.
     """
-    from . import claims, train
-    from .results import set_aside
+    from adapt import claims, train
+    from adapt.results import set_aside
 
     point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
@@ -166,7 +166,7 @@ def _notebook_results_root(results_root: Path) -> str:
 def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, progress: bool) -> None:
     import papermill
 
-    from . import claims
+    from adapt import claims
 
     nb = _resolve_notebook(notebook)
     if not nb.exists():
@@ -203,7 +203,7 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
     and ``action`` is ``skipped``, ``ran`` or ``failed``.  With ``progress``, a line is
     printed when the point starts and one per epoch while it trains.
     """
-    from . import claims
+    from adapt import claims
 
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -306,8 +306,8 @@ def point_status(point: GridPoint, results_root=None) -> dict:
     ``interrupted`` (resumable), ``stale`` (a record of another config) or ``corrupt``
     (a record that does not parse).
     """
-    from . import claims
-    from .results import RecordError, load_record
+    from adapt import claims
+    from adapt.results import RecordError, load_record
 
     out_dir = point.out_dir(results_root)
     row = {"run_id": point.run_id, "state": "queued", "epoch": None, "epochs": None, "holder": "", "message": ""}

@@ -34,11 +34,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .configs import ExperimentConfig
-from .cpu_memory import keep_freed_memory
-from .layers import QuantizedModel
-from .policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
-from .results import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json,
+from adapt.configs import ExperimentConfig
+from adapt.cpu_memory import keep_freed_memory
+from adapt.layers import QuantizedModel
+from adapt.policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
+from adapt.results import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json,
                       environment_info, load_record, read_record, set_aside, write_running_record)
 
 __all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
@@ -73,11 +73,11 @@ def make_policy(config: ExperimentConfig) -> PrecisionPolicy:
     if config.method == "fixed":
         return FixedPrecisionPolicy(**config.policy)
     if config.method == "adapt":
-        from .heuristic import AdaptPolicy
+        from adapt.heuristic import AdaptPolicy
 
         return AdaptPolicy.from_config(config)
     if config.method == "muppet":
-        from .muppet import MuppetPolicy
+        from adapt.muppet import MuppetPolicy
 
         return MuppetPolicy.from_config(config)
     raise ValueError(f"unknown method {config.method!r}")
@@ -85,7 +85,7 @@ def make_policy(config: ExperimentConfig) -> PrecisionPolicy:
 
 def prepare_data(config: ExperimentConfig, device):
     """(train, val or None, test) ImageDatasets on ``device``, split by the config's protocol."""
-    from .data import load_dataset, make_splits
+    from adapt.data import load_dataset, make_splits
 
     train_full, test = load_dataset(config.dataset, subset=config.subset, test_subset=config.test_subset,
                                     seed=config.seed)
@@ -96,7 +96,7 @@ def prepare_data(config: ExperimentConfig, device):
 
 def build(config: ExperimentConfig, num_classes: int, device):
     """Model, policy, optional QuantizedModel and optimizer for ``config``, in their initial state."""
-    from .models import build_model
+    from adapt.models import build_model
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes, config.init).to(device)
@@ -114,7 +114,7 @@ def build(config: ExperimentConfig, num_classes: int, device):
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int) -> tuple:
     """Mean cross-entropy and top-1 accuracy of ``model`` on ``dataset`` (no augmentation)."""
-    from .data import DeviceLoader
+    from adapt.data import DeviceLoader
 
     if dataset is None:
         return None, None
@@ -353,7 +353,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
         elif config.scheduler == "step":
             scheduler = _StepDecay(optimizer, config.step_milestones, config.step_gamma)
 
-    from .data import DeviceLoader
+    from adapt.data import DeviceLoader
 
     loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
                           seed=config.seed)
@@ -395,7 +395,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
     epochs_this_call = 0
     reporter = None
     if progress:
-        from .progress import ProgressPrinter
+        from adapt.progress import ProgressPrinter
 
         reporter = progress if isinstance(progress, ProgressPrinter) else ProgressPrinter(
             run_info.get("run_id") or config.name, open_ended=policy.controls_lr)

@@ -32,14 +32,14 @@ The x axis of per-epoch plots is the number of epochs completed (a record's 0-ba
 """
 from __future__ import annotations
 
-from .formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
-from .formats import number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure
-from .heuristic import information_loss_figure
-from .muppet_trace import muppet_epochs, muppet_trace_figure
-from .results import curves_figure, results_bar_figure, train_loss_note
-from .style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name,
+from adapt.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
+from adapt.plots.formats import number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure
+from adapt.plots.heuristic import information_loss_figure
+from adapt.plots.muppet_trace import muppet_epochs, muppet_trace_figure
+from adapt.plots.results import curves_figure, results_bar_figure, train_loss_note
+from adapt.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name,
                     placeholder_figure, run_method, run_title, save_figure)
-from .traces import (TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_requirement, smooth,
+from adapt.plots.traces import (TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_requirement, smooth,
                      sparsity_memory_cost_figure, trace_matrix, word_length_bars, word_length_counts)
 
 __all__ = [

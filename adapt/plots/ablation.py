@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .style import ARM_COLORS, METHOD_COLORS, _new_figure, _styled
+from adapt.plots.style import ARM_COLORS, METHOD_COLORS, _new_figure, _styled
 
 __all__ = ["ablation_figure"]
 
@@ -25,7 +25,7 @@ def ablation_figure(table, runs=None, metrics: Optional[Sequence[str]] = None, t
     ``metrics`` default to every metric of the table.  The reference row is drawn in
     AdaPT's colour, the corrected one in the corrected arm's, the one-option rows in grey.
     """
-    from ..tables.ablation import ABLATION_METRICS, METRIC_LABELS
+    from adapt.tables.ablation import ABLATION_METRICS, METRIC_LABELS
 
     metrics = list(metrics or ABLATION_METRICS)
     missing = [m for m in metrics if f"{m}_mean" not in table]

@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .style import METHOD_COLORS, _new_figure, _sequential, _styled
+from adapt.plots.style import METHOD_COLORS, _new_figure, _sequential, _styled
 
 __all__ = ["number_formats_figure", "rounding_figure", "quantization_error_table", "quantization_error_figure"]
 
@@ -117,7 +117,7 @@ def rounding_figure(word_length: int = 8, fractional_length: int = 2, x_range=(-
     """
     import torch
 
-    from ..quant import fixed_point
+    from adapt.quant import fixed_point
 
     x = torch.linspace(float(x_range[0]), float(x_range[1]), int(n_points), dtype=torch.float32)
     gen = torch.Generator().manual_seed(int(seed))
@@ -163,7 +163,7 @@ def quantization_error_table(x, word_lengths: Iterable[int] = range(2, 17),
     import pandas as pd
     import torch
 
-    from ..quant import fixed_point
+    from adapt.quant import fixed_point
 
     x = torch.as_tensor(x).detach().float().reshape(-1)
     wls, fls = [int(w) for w in word_lengths], [int(f) for f in fractional_lengths]

@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from .style import METHOD_COLORS, _float, _new_figure, _styled, run_title
+from adapt.plots.style import METHOD_COLORS, _float, _new_figure, _styled, run_title
 
 __all__ = ["muppet_epochs", "muppet_trace_figure"]
 
@@ -116,7 +116,7 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
                 tok = np.isfinite(thr)
                 ax_g.plot(x[tok], thr[tok], color="0.3", lw=1.2, ls="-.", label="threshold T(e)")
             if released_threshold and len(x):
-                from ..muppet import THRESHOLD_DECAY, THRESHOLD_SCALE, threshold
+                from adapt.muppet import THRESHOLD_DECAY, THRESHOLD_SCALE, threshold
 
                 # over the fixed-point epochs only: MuPPET makes no check in float32
                 fixed = frame["bits"].to_numpy(float) < 32 if "bits" in frame else np.ones(len(x), bool)

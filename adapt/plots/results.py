@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .style import (_DATASET_NAMES, _MODEL_NAMES, METHOD_COLORS, _as_records, _cfg, _float, _new_figure,
+from adapt.plots.style import (_DATASET_NAMES, _MODEL_NAMES, METHOD_COLORS, _as_records, _cfg, _float, _new_figure,
                     _sequential, _styled, arm_color, arm_name, method_color, method_name, placeholder_figure,
                     run_method)
 

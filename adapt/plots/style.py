@@ -99,7 +99,7 @@ def method_color(method: Optional[str]) -> str:
 
 def run_method(record: Mapping) -> Optional[str]:
     """The method segment of the record's config name (``float32-muppet`` stays apart from ``float32``)."""
-    from ..tables import run_method as _run_method
+    from adapt.tables import run_method as _run_method
 
     return _run_method(record)
 
@@ -172,7 +172,7 @@ def save_figure(fig, name: str, directory=None, formats: Sequence[str] = ("png",
     ``Date``), so the same figure gives byte-identical files and re-running a notebook on
     the same records leaves them unchanged.
     """
-    from ..paths import figures_root
+    from adapt.paths import figures_root
 
     if not name or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"name must be a plain file stem, got {name!r}")

@@ -29,7 +29,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .style import (_DATASET_NAMES, _MODEL_NAMES, _as_records, _cfg, _float, _new_figure, _sequential, _styled,
+from adapt.plots.style import (_DATASET_NAMES, _MODEL_NAMES, _as_records, _cfg, _float, _new_figure, _sequential, _styled,
                     method_color, method_name, run_title)
 
 __all__ = [
@@ -164,7 +164,7 @@ def layer_labels(names: Sequence[str], model_name: Optional[str] = None) -> list
 @functools.lru_cache(maxsize=32)
 def _module_kinds(model_name: str) -> dict:
     """Module name -> :func:`adapt.models.layer_kind` of ``build_model(model_name)`` ({} if unknown)."""
-    from ..models import build_model, layer_kind
+    from adapt.models import build_model, layer_kind
 
     try:
         with warnings.catch_warnings():
@@ -311,7 +311,7 @@ def memory_requirement(record: Mapping, weights_only: bool = False) -> tuple:
 
 def _cost_ratio(record, costs, variant):
     if costs is None:
-        from ..costmodel import trace_costs
+        from adapt.costmodel import trace_costs
 
         costs = trace_costs(record, variant)
     q = np.asarray(costs["cost_q"], dtype=float)

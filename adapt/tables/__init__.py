@@ -22,12 +22,12 @@ Every public name is importable from here (``from adapt.tables import accuracy_t
 """
 from __future__ import annotations
 
-from .frames import (BASELINES, GROUP, METHOD_ORDER, SPEEDUP_COLUMNS, SPEEDUP_VIEW, STATUSES, accuracy_table,
+from adapt.tables.frames import (BASELINES, GROUP, METHOD_ORDER, SPEEDUP_COLUMNS, SPEEDUP_VIEW, STATUSES, accuracy_table,
                      figures_frame, run_id, run_method, runs_frame, select_records, speedup_table)
-from .headline import HEADLINE_METRICS, PAPER_CLAIMS, adapt_vs_float32, headline_table
-from .profile import (ProfileRecords, failures_table, load_profile, other_run_reason, other_runs_note,
+from adapt.tables.headline import HEADLINE_METRICS, PAPER_CLAIMS, adapt_vs_float32, headline_table
+from adapt.tables.profile import (ProfileRecords, failures_table, load_profile, other_run_reason, other_runs_note,
                       other_runs_table, protocol_table)
-from .report import (README_BEGIN, README_END, arm_label, epochs_note, format_value, headline_note, iso_note,
+from adapt.tables.report import (README_BEGIN, README_END, arm_label, epochs_note, format_value, headline_note, iso_note,
                      readme_block, readme_numbers, to_markdown)
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from .frames import figures_frame, run_id
+from adapt.tables.frames import figures_frame, run_id
 
 __all__ = ["ABLATION_METRICS", "METRIC_LABELS", "ablation_runs", "ablation_table", "ablation_view"]
 
@@ -51,7 +51,7 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
     from; ``figures`` reuses a :func:`~adapt.tables.frames.figures_frame` of that variant
     (matched by run id).  Runs that did not complete keep their row, with NaN numbers.
     """
-    from ..ablation import row_of
+    from adapt.ablation import row_of
 
     records = list(records)
     figs = figures if figures is not None else figures_frame(records, cost_model)
@@ -74,7 +74,7 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
 
 
 def _row_order(labels) -> list:
-    from ..ablation import ablation_rows
+    from adapt.ablation import ablation_rows
 
     known = [r.label for r in ablation_rows()]
     return [label for label in known if label in set(labels)] + sorted(set(labels) - set(known))
@@ -89,7 +89,7 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     :data:`ABLATION_METRICS`, and ``acc_delta`` (mean accuracy minus the reference row's
     mean; NaN without a completed reference run).
     """
-    from ..ablation import ablation_rows
+    from adapt.ablation import ablation_rows
 
     flipped = {r.label: r.flipped for r in ablation_rows()}
     out = []

@@ -97,7 +97,7 @@ def run_method(record: dict) -> str:
 def run_id(record: dict) -> str:
     """The record's run folder name (``adapt-resnet20-digits-reference-s0-f0``, ``...-x1a2b3c4d`` for a
     custom run; :attr:`adapt.grid.GridPoint.run_id`), else one built the same way from its config."""
-    from ..grid import record_point
+    from adapt.grid import record_point
 
     point = record_point(record)
     if point is not None:
@@ -115,7 +115,7 @@ def select_records(records: Iterable[dict], profile: Optional[str] = None) -> li
     records = list(records)
     if profile is None:
         return records
-    from ..grid import split_records
+    from adapt.grid import split_records
 
     return split_records(records, profile)[0]
 
@@ -220,7 +220,7 @@ def _fingerprint(record: dict, variant: str) -> str:
 
 
 def _run_figures(record: dict, variant: str) -> dict:
-    from ..costmodel import run_figures
+    from adapt.costmodel import run_figures
 
     key = _fingerprint(record, variant)
     if key not in _FIGURE_CACHE:

@@ -26,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .frames import _order, _plural, _status_counts, run_id, run_method, runs_frame, select_records
+from adapt.tables.frames import _order, _plural, _status_counts, run_id, run_method, runs_frame, select_records
 
 __all__ = [
     "ProfileRecords", "load_profile", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
@@ -37,7 +37,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- loading a profile
 def _display_path(path) -> str:
     """``path`` relative to the repository when it lies inside it (no machine-specific prefix in notebooks)."""
-    from ..paths import display
+    from adapt.paths import display
 
     return display(path)
 
@@ -100,8 +100,8 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
     ``RuntimeWarning`` naming them (re-issued here, so it shows in a notebook's output)
     and listed in ``skipped``.  A missing folder gives no records.
     """
-    from ..paths import results_root as _results_root
-    from ..results import load_records
+    from adapt.paths import results_root as _results_root
+    from adapt.results import load_records
 
     root = _results_root(results_root) / profile
     with warnings.catch_warnings(record=True) as caught:
@@ -114,7 +114,7 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
             warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    from ..grid import split_records
+    from adapt.grid import split_records
 
     grid_records, others = split_records(found, profile)
     return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped)
@@ -122,8 +122,8 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
 
 def _other_kind(record: dict, profile: Optional[str]) -> tuple:
     """``(kind, reason)`` of a record that is not a grid record of ``profile``."""
-    from ..configs import CONFIGS
-    from ..grid import record_point
+    from adapt.configs import CONFIGS
+    from adapt.grid import record_point
 
     cfg = record.get("config") or {}
     point = record_point(record)
