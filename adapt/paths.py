@@ -13,7 +13,7 @@ from the repository root.  Every default here is therefore absolute:
 * :func:`resolve` -- an explicit relative path is taken relative to the repository
   (the notebooks' convention), an absolute one as is.
 
-The command line (``adapt run``, ``python -m adapt.grid``) resolves relative paths
+The command line (``adapt run``, ``python -m adapt grid``) resolves relative paths
 against the shell's working directory before it calls the library, as any command
 does.
 """
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["RESULTS_ENV", "FIGURES_ENV", "repo_root", "results_root", "figures_root", "resolve", "display"]
+__all__ = ["RESULTS_ENV", "FIGURES_ENV", "repo_root", "base_dir", "results_root", "figures_root", "resolve", "display"]
 
 RESULTS_ENV = "ADAPT_RESULTS"
 FIGURES_ENV = "ADAPT_FIGURES"
@@ -39,7 +39,8 @@ def repo_root() -> Optional[Path]:
     return None
 
 
-def _base() -> Path:
+def base_dir() -> Path:
+    """What relative paths are taken relative to: the repository, else the working directory."""
     return repo_root() or Path.cwd()
 
 
@@ -50,7 +51,7 @@ def resolve(path: Optional[PathLike], default: Optional[Path] = None) -> Path:
             raise ValueError("no path given and no default")
         return default
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (_base() / p).resolve()
+    return p if p.is_absolute() else (base_dir() / p).resolve()
 
 
 def _from_env(name: str) -> Optional[Path]:
@@ -66,12 +67,12 @@ def _from_env(name: str) -> Optional[Path]:
 
 def results_root(path: Optional[PathLike] = None) -> Path:
     """The results folder: ``path`` (see :func:`resolve`), else ``$ADAPT_RESULTS``, else ``<repo>/results``."""
-    return resolve(path, _from_env(RESULTS_ENV) or _base() / "results")
+    return resolve(path, _from_env(RESULTS_ENV) or base_dir() / "results")
 
 
 def figures_root(path: Optional[PathLike] = None) -> Path:
     """The figures folder: ``path`` (see :func:`resolve`), else ``$ADAPT_FIGURES``, else ``<repo>/figures``."""
-    return resolve(path, _from_env(FIGURES_ENV) or _base() / "figures")
+    return resolve(path, _from_env(FIGURES_ENV) or base_dir() / "figures")
 
 
 def display(path: PathLike) -> str:

@@ -153,7 +153,7 @@ class PrecisionPolicy:
         pass
 
     #: Keys of :meth:`state_dict` whose content :meth:`traces` holds too.  The loop's checkpoint
-    #: leaves them out (the run's journal has the traces, :class:`adapt.results.TraceJournal`), and
+    #: leaves them out (the run's journal has the traces, :class:`adapt.records.TraceJournal`), and
     #: :meth:`state_from_traces` rebuilds them on resume.  A policy that leaves this empty is
     #: checkpointed with its whole :meth:`state_dict`, which is always correct.
     trace_state_keys: tuple = ()

@@ -1,7 +1,7 @@
 """The one training loop: float32, fixed precision, AdaPT and MuPPET differ only in their policy.
 
-:func:`run` takes an :class:`~adapt.configs.ExperimentConfig` and returns its run
-record (:mod:`adapt.results`).  What it does, in the order of the official codes
+:func:`run` takes an :class:`~adapt.config.ExperimentConfig` and returns its run
+record (:mod:`adapt.records`).  What it does, in the order of the official codes
 (docs/method.md §1.4, §1.6, §2.3):
 
 * SGD with momentum and weight decay (on the FP32 masters when quantized), an
@@ -34,12 +34,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from adapt.configs import ExperimentConfig
+from adapt.config import ExperimentConfig
 from adapt.cpu_memory import keep_freed_memory
 from adapt.layers import QuantizedModel
 from adapt.policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
-from adapt.results import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json,
-                      environment_info, load_record, read_record, set_aside, write_running_record)
+from adapt.records import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json, environment_info, load_record, read_record, set_aside, write_running_record)
 
 __all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
            "L1Gradient", "CheckpointError"]
@@ -467,7 +466,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
             scheduler.step(val_loss if val_loss is not None else metrics["train_loss"])
         if ckpt_path is not None:
             # Journal first, then the checkpoint that commits its new line, then the record: a crash
-            # in between leaves a line that nothing refers to, cut off on resume (adapt.results).
+            # in between leaves a line that nothing refers to, cut off on resume (adapt.records).
             journal.append({"epochs": record["epochs"], "traces": policy.traces()})
             atomic_save({
                 "config": config.to_dict(), "epoch": epoch, "step": step, "started": record["started"],

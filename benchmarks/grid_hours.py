@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapt import data as data_module  # noqa: E402
 from adapt import train  # noqa: E402
-from adapt.configs import PROFILES  # noqa: E402
-from adapt.grid import grid  # noqa: E402
+from adapt.experiments.configs import PROFILES  # noqa: E402
+from adapt.experiments.grid import grid  # noqa: E402
 
 #: (train images, test images, channels, classes) of each data set as adapt loads it
 #: (adapt.data.DATASETS; the MNIST family is resized to 32x32, EMNIST is the balanced split).

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt.configs import get_config  # noqa: E402
+from adapt.experiments.configs import get_config  # noqa: E402
 from adapt.data import DeviceLoader, synthetic  # noqa: E402
 from adapt.train import build, l1_penalty, optimizer_step  # noqa: E402
 

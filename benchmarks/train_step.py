@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from adapt import quant, train
-from adapt.configs import get_config
+from adapt.experiments.configs import get_config
 from adapt.layers import QuantizedModel
 
 MODES = ("float32", "fixed", "adapt", "muppet")

@@ -1,4 +1,4 @@
-"""The training-level ablation (adapt.ablation, adapt.tables.ablation, adapt.plots.ablation)."""
+"""The training-level ablation (adapt.experiments.ablation, adapt.analysis.tables.ablation, adapt.analysis.plots.ablation)."""
 import json
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapt import ablation as A
+from adapt.experiments import ablation as A
 from adapt.heuristic import VARIANT_OPTIONS, AdaptPolicy
-from adapt.results import SCHEMA
-from adapt.tables import ablation as TA
+from adapt.records import SCHEMA
+from adapt.analysis.tables import ablation as TA
 
 REF, COR = VARIANT_OPTIONS["reference"], VARIANT_OPTIONS["corrected"]
 #: A run of about a second: 200 digits (10-fold split: 20 per class), one epoch.
@@ -120,7 +120,7 @@ def test_table_mean_and_std_equal_numpy_on_hand_made_records():
 
 
 def test_one_run_has_no_std_and_the_figure_draws_every_row():
-    from adapt.plots.ablation import ablation_figure
+    from adapt.analysis.plots.ablation import ablation_figure
 
     pts = A.ablation_points(seeds=(0,), rows=["reference", "kl"])
     records = [_record(p, 0.5 + 0.1 * i, 12.0) for i, (_, p) in enumerate(pts)]

@@ -135,7 +135,7 @@ def test_kl_threshold_is_a_variant_option(monkeypatch):
 
 
 def test_from_config_uses_the_paper_values():
-    from adapt.configs import get_config
+    from adapt.experiments.configs import get_config
 
     cfg = get_config("paper/adapt/resnet20/cifar10", seed=7)
     p = AdaptPolicy.from_config(cfg)
@@ -445,7 +445,7 @@ def smoke_runs(tmp_path_factory):
     reproducibility with a seed and exact resumption (the checkpoint falls at step 41, between
     the switches at steps ~27 and ~55) with 10 epochs of training instead of 24.
     """
-    from adapt.configs import get_config
+    from adapt.experiments.configs import get_config
     from adapt.train import run
 
     cfg = get_config("smoke/adapt/alexnet_cifar/digits")

@@ -81,8 +81,8 @@ def corrupt_smoke(tmp_path_factory):
 
     The root is handed over as ``$ADAPT_RESULTS`` (``results_root`` left at its default ``None``).
     """
-    from adapt.grid import GridPoint
-    from adapt.results import atomic_write_json, load_record
+    from adapt.experiments.grid import GridPoint
+    from adapt.records import atomic_write_json, load_record
 
     tmp = tmp_path_factory.mktemp("corrupt")
     root = tmp / "results"
@@ -113,8 +113,8 @@ def corrupt_smoke(tmp_path_factory):
 @pytest.fixture(scope="module")
 def failed_quick(tmp_path_factory):
     """Notebooks 00, 20, 21 on a quick profile whose every grid point left only a failure record."""
-    from adapt import grid as G
-    from adapt.results import atomic_write_json
+    from adapt.experiments import grid as G
+    from adapt.records import atomic_write_json
 
     tmp = tmp_path_factory.mktemp("failed")
     root = tmp / "results"

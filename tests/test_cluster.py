@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import adapt.train
-from adapt import claims
-from adapt import grid as G
-from adapt.results import load_record
+from adapt.experiments import claims
+from adapt.experiments import grid as G
+from adapt.experiments import runner as R
+from adapt.records import load_record
 
 submitit = pytest.importorskip("submitit")
 
@@ -54,7 +55,7 @@ def test_submitit_local_grid_requeues_a_preempted_job_and_records_a_failure(tmp_
     wait_for_epochs(victim.out_dir(tmp_path / "res") / "record.json", 1)
     # what SLURM does before it pre-empts a job: signal the job's process (the claim names it)
     os.kill(claims.holder(victim.out_dir(tmp_path / "res"))["pid"], signal.SIGUSR2)
-    from adapt.cluster import wait_jobs
+    from adapt.experiments.cluster import wait_jobs
 
     summaries = wait_jobs([(p, submitted[p.run_id]) for p in points], verbose=False)
     assert [s["status"] for s in summaries] == ["completed", "completed", "failed"]
@@ -71,25 +72,25 @@ def test_submitit_local_grid_requeues_a_preempted_job_and_records_a_failure(tmp_
 
 
 def G_submit(points, root):
-    from adapt.cluster import submit_points
+    from adapt.experiments.cluster import submit_points
 
     return submit_points(points, root, kind="submitit-local", timeout_min=5, verbose=False)
 
 
 def test_finished_and_claimed_points_are_not_submitted(tmp_path):
-    from adapt.cluster import submit_points
+    from adapt.experiments.cluster import submit_points
 
     done = G.GridPoint(NAME, seed=0, overrides=dict(TINY, epochs=1))
-    G.train_point(NAME, seed=0, overrides=dict(TINY, epochs=1), results_root=tmp_path, progress=False, device="cpu")
+    R.train_point(NAME, seed=0, overrides=dict(TINY, epochs=1), results_root=tmp_path, progress=False, device="cpu")
     assert submit_points([done], tmp_path, kind="submitit-local", verbose=False) == []
 
 
 WORKER = textwrap.dedent("""
     import sys
-    from adapt import grid as G
+    from adapt.experiments import grid as G, runner as R
     p = G.GridPoint("smoke/float32/alexnet_cifar/digits", seed=0, overrides={"batch_size": 64, "subset": 200,
                     "epochs": 4})
-    G.run_grid(points=[p], results_root=sys.argv[1], executor="inline")
+    R.run_grid(points=[p], results_root=sys.argv[1], executor="inline")
 """)
 
 
@@ -107,7 +108,7 @@ def test_a_worker_killed_mid_point_is_resumed_by_another(tmp_path):
     assert claims.holder(out) is None  # the dead worker's claim is gone (its claim.json may remain)
     rec = load_record(out / "record.json")  # atomic: whole, whatever the moment of the kill
     assert rec["status"] == "running" and 2 <= len(rec["epochs"]) < 4
-    res = G.run_point(point, tmp_path / "res", executor="inline")
+    res = R.run_point(point, tmp_path / "res", executor="inline")
     assert (res["status"], res["action"]) == ("completed", "ran")
     resumed = load_record(out / "record.json")
     assert resumed["started"] == rec["started"]  # resumed from the checkpoint, not restarted
@@ -157,7 +158,7 @@ def test_the_claim_timeout_must_be_a_positive_number(monkeypatch):
 
 
 def test_slurm_executor_gets_the_partition_gpus_time_and_array_parallelism(tmp_path, monkeypatch):
-    from adapt.cluster import make_executor
+    from adapt.experiments.cluster import make_executor
 
     fake_bin = tmp_path / "bin"  # submitit looks for `srun` on PATH before it builds a SLURM executor
     fake_bin.mkdir()

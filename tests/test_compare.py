@@ -1,4 +1,4 @@
-"""adapt.compare: two run records, where they first differ, and the command's exit status."""
+"""adapt.experiments.compare: two run records, where they first differ, and the command's exit status."""
 import copy
 import json
 import shutil
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapt.compare import compare_records, main
+from adapt.cli import compare_main as main
+from adapt.experiments.compare import compare_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "results" / "smoke"
@@ -260,7 +261,7 @@ def test_cli_usage_error_exits_2(capsys):
 def test_python_dash_m(pair):
     folder, variant = pair
     shutil.copy(folder / "record.json", variant)
-    done = subprocess.run([sys.executable, "-m", "adapt.compare", str(folder), str(variant)],
+    done = subprocess.run([sys.executable, "-m", "adapt", "compare", str(folder), str(variant)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "IDENTICAL" in done.stdout

@@ -1,4 +1,4 @@
-"""Tests for adapt.configs: every field validated at construction (through get_config and
+"""Tests for adapt.experiments.configs: every field validated at construction (through get_config and
 ExperimentConfig), the allowed names read from the code that consumes them, and the
 registry's round trip through JSON."""
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import adapt.configs as C
-from adapt.configs import CONFIGS, ExperimentConfig, allowed_values, get_config
+import adapt.experiments.configs as C
+from adapt.experiments.configs import CONFIGS, get_config
+from adapt.config import ExperimentConfig, allowed_values
 
 ADAPT = "smoke/adapt/alexnet_cifar/digits"
 MUPPET = "smoke/muppet/alexnet_cifar/digits"

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from adapt import cpu_memory, train
-from adapt.configs import get_config
+from adapt.experiments.configs import get_config
 
 GLIBC = cpu_memory._glibc() is not None
 

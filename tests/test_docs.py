@@ -292,12 +292,13 @@ def test_the_worked_example_of_extending_runs(example_run):
 
 
 def test_results_format_lists_the_fields_of_records(example_run):
-    from adapt.configs import ExperimentConfig, get_config
-    from adapt.grid import failure_record
-    from adapt.results import SCHEMA, environment_info
+    from adapt.config import ExperimentConfig
+    from adapt.experiments.configs import get_config
+    from adapt.experiments.grid import failure_record
+    from adapt.records import SCHEMA, environment_info
 
     text = (DOCS / "results-format.md").read_text()
-    assert f"`{SCHEMA}`" in text and "adapt.results.SCHEMA" in text
+    assert f"`{SCHEMA}`" in text and "adapt.records.SCHEMA" in text
     rows = table_fields("results-format.md", "3")
     documented = {n for names, _ in rows for n in names}
     always = {n for names, cells in rows if cells[2].lower().startswith("yes") for n in names}
@@ -309,7 +310,7 @@ def test_results_format_lists_the_fields_of_records(example_run):
     fresh = json.loads((example_run / "results" / "smoke" / "float32-tiny_cnn-quadrants-reference-s1-f0"
                         / "record.json").read_text())
     if set(fresh) != documented:
-        problems.append(f"a record written by adapt.grid has {sorted(fresh)}, the doc lists {sorted(documented)}")
+        problems.append(f"a record written by adapt.experiments.grid has {sorted(fresh)}, the doc lists {sorted(documented)}")
 
     records = committed_records()
     assert records, "no committed record under results/smoke/"

@@ -1,4 +1,4 @@
-"""adapt.results.environment_info: what every run record stores about the machine and the kernels."""
+"""adapt.records.environment_info: what every run record stores about the machine and the kernels."""
 import json
 import os
 import platform
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from adapt.results import environment_info
+from adapt.records import environment_info
 
 KEYS = {
     # kept from the first record layout

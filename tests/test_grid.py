@@ -1,4 +1,4 @@
-"""The experiment grid and its runner (adapt.grid): grid sizes, skip, resume, failure isolation, papermill."""
+"""The experiment grid and its runner (adapt.experiments.grid): grid sizes, skip, resume, failure isolation, papermill."""
 import json
 import os
 
@@ -6,11 +6,13 @@ import nbformat
 import pytest
 
 import adapt.train
-from adapt import grid as G
-from adapt import runner as R
-from adapt.configs import CONFIGS
-from adapt.results import SCHEMA, atomic_write_json, load_record, load_records
-from adapt.tables import accuracy_table
+from adapt import paths
+from adapt.cli import grid_main
+from adapt.experiments import grid as G
+from adapt.experiments import runner as R
+from adapt.experiments.configs import CONFIGS
+from adapt.records import SCHEMA, atomic_write_json, load_record, load_records
+from adapt.analysis.tables import accuracy_table
 
 # A real but tiny run: digits, 200 training images, 2 epochs (a few seconds on 2 cores).
 TINY = (("batch_size", 64), ("epochs", 2), ("subset", 200))
@@ -81,7 +83,7 @@ def test_run_id_and_out_dir_layout(tmp_path):
     assert q.run_id == "float32-muppet-resnet20-digits-reference-s1-f0" and q.config().method == "float32"
     # a relative results root is the repository's, whatever the working directory
     assert G.GridPoint("quick/adapt/alexnet_cifar/cifar10", "corrected", 2, 3).out_dir("results") == \
-        G._REPO / "results/quick/adapt-alexnet_cifar-cifar10-corrected-s2-f3"
+        paths.base_dir() / "results/quick/adapt-alexnet_cifar-cifar10-corrected-s2-f3"
     # overrides reach the config and the run id (a stable hash of them); a dict is normalized to sorted pairs
     o = G.GridPoint("smoke/adapt/resnet20/digits", overrides={"subset": 100, "epochs": 1})
     assert o.overrides == (("epochs", 1), ("subset", 100)) and o.is_custom
@@ -98,7 +100,7 @@ def test_interrupted_point_resumes_and_a_finished_point_is_skipped(tmp_path):
     cut = adapt.train.run(p.config(), out_dir=out, epoch_limit=1, device="cpu")
     assert cut["status"] == "interrupted" and (out / "checkpoint.pt").exists()
 
-    first = G.run_point(p, tmp_path, executor="inline")
+    first = R.run_point(p, tmp_path, executor="inline")
     assert (first["status"], first["action"]) == ("completed", "ran")
     rec = load_record(out / "record.json")
     assert len(rec["epochs"]) == 2
@@ -108,7 +110,7 @@ def test_interrupted_point_resumes_and_a_finished_point_is_skipped(tmp_path):
     assert rec["started"] == cut["started"]
 
     mtime = (out / "record.json").stat().st_mtime_ns
-    again = G.run_point(p, tmp_path, executor="inline")
+    again = R.run_point(p, tmp_path, executor="inline")
     assert (again["status"], again["action"]) == ("completed", "skipped")
     assert (out / "record.json").stat().st_mtime_ns == mtime
 
@@ -118,7 +120,7 @@ def test_a_failing_point_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch,
     fake = FakeTrain(raise_before={1}, raise_after={2})
     monkeypatch.setattr(adapt.train, "run", fake)
     pts = [point(s) for s in (0, 1, 2, 3)]
-    frame = G.run_grid(points=pts, results_root=tmp_path, executor="inline")
+    frame = R.run_grid(points=pts, results_root=tmp_path, executor="inline")
     assert list(frame["status"]) == ["completed", "failed", "failed", "completed"]
     assert list(frame["action"]) == ["ran", "failed", "failed", "ran"]
     assert "boom before training (seed 1)" in frame.loc[1, "message"]
@@ -146,7 +148,7 @@ def test_a_failing_point_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch,
     # a second pass skips the finished points and retries the failed ones (afresh: no checkpoint)
     fake2 = FakeTrain()
     monkeypatch.setattr(adapt.train, "run", fake2)
-    frame2 = G.run_grid(points=pts, results_root=tmp_path, executor="inline", verbose=False)
+    frame2 = R.run_grid(points=pts, results_root=tmp_path, executor="inline", verbose=False)
     assert list(frame2["action"]) == ["skipped", "ran", "ran", "skipped"]
     assert list(frame2["status"]) == ["completed"] * 4
     assert [c["seed"] for c in fake2.calls] == [1, 2] and all(c["force"] for c in fake2.calls)
@@ -159,31 +161,31 @@ def test_stale_record_is_left_alone_unless_forced(tmp_path, monkeypatch):
     old = p.config().replace(epochs=5)  # the grid changed since this record was written
     path = p.out_dir(tmp_path) / "record.json"
     atomic_write_json(path, fake_record(old))
-    res = G.run_point(p, tmp_path, executor="inline")
+    res = R.run_point(p, tmp_path, executor="inline")
     assert (res["status"], res["action"]) == ("stale", "skipped") and "force" in res["message"]
     assert load_record(path)["config"]["epochs"] == 5 and not fake.calls
-    res = G.run_point(p, tmp_path, executor="inline", force=True)
+    res = R.run_point(p, tmp_path, executor="inline", force=True)
     assert (res["status"], res["action"]) == ("completed", "ran") and fake.calls[-1]["force"]
     assert load_record(path)["config"]["epochs"] == 2
 
 
 def test_cli_lists_filters_and_reports(tmp_path, monkeypatch, capsys):
-    assert G.main(["smoke", "--list"]) == 0
+    assert grid_main(["smoke", "--list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "15 point(s)" and out[0].startswith("float32-alexnet_cifar-digits-reference-s0-f0")
     fake = FakeTrain(raise_before={0})
     monkeypatch.setattr(adapt.train, "run", fake)
     args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-resnet20-*"]
-    assert G.main(args) == 0  # failures are reported, not fatal: the analysis still runs
+    assert grid_main(args) == 0  # failures are reported, not fatal: the analysis still runs
     assert len(fake.calls) == 2  # float32-muppet-resnet20 and muppet-resnet20
     assert "2 point(s) failed or stale" in capsys.readouterr().err
-    assert G.main(args + ["--strict"]) == 1
+    assert grid_main(args + ["--strict"]) == 1
 
 
 # ----------------------------------------------------------------------------- papermill
 TRAIN_NB_CODE = """\
-from adapt.grid import GridPoint, failure_record
-from adapt.results import atomic_write_json
+from adapt.experiments.grid import GridPoint, failure_record
+from adapt.records import atomic_write_json
 p = GridPoint(config_name, variant, seed, fold, overrides)
 if seed == 1:
     raise RuntimeError("boom in the notebook")
@@ -206,7 +208,7 @@ def test_papermill_executor_runs_the_notebook_and_isolates_a_failure(tmp_path):
     nbformat.write(nb, nb_dir / "10-train.ipynb")
     root = tmp_path / "results"
     pts = [point(0), point(1)]
-    frame = G.run_grid(points=pts, results_root=root, executor="papermill", notebook=nb_dir / "10-train.ipynb",
+    frame = R.run_grid(points=pts, results_root=root, executor="papermill", notebook=nb_dir / "10-train.ipynb",
                        verbose=False)
     assert list(frame["status"]) == ["completed", "failed"]
     assert "RuntimeError" in frame.loc[1, "message"] and "boom in the notebook" in frame.loc[1, "message"]
@@ -220,5 +222,5 @@ def test_papermill_executor_runs_the_notebook_and_isolates_a_failure(tmp_path):
 
 
 def test_a_results_root_inside_the_repository_reaches_the_notebook_relative():
-    assert R._notebook_results_root(G._REPO / "results") == "results"
-    assert R._notebook_results_root(G._REPO / "results" / "x") == "results/x"
+    assert R._notebook_results_root(paths.base_dir() / "results") == "results"
+    assert R._notebook_results_root(paths.base_dir() / "results" / "x") == "results/x"

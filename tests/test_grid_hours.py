@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from adapt.configs import PROFILES
+from adapt.experiments.configs import PROFILES
 from adapt.data import DATASETS, load_dataset
-from adapt.grid import grid
+from adapt.experiments.grid import grid
 from benchmark_scripts import load_benchmark
 
 

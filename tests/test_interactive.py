@@ -1,4 +1,4 @@
-"""adapt.interactive: the static views against NumPy/scipy references and against push_down's own
+"""adapt.analysis.interactive: the static views against NumPy/scipy references and against push_down's own
 record of its probes, the widgets' controls, and the rule that picks static under papermill and nbval."""
 import sys
 
@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
 
-from adapt import heuristic, interactive  # noqa: E402
+from adapt import heuristic
+from adapt.analysis import interactive  # noqa: E402
 from adapt.quant import fixed_point  # noqa: E402
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -289,7 +290,7 @@ def test_a_kernel_reports_a_front_end_only_for_requests_that_allow_stdin():
 
     km, kc = start_new_kernel(kernel_name="python3")
     try:
-        code = "import adapt.interactive as I; print('widgets', I.use_widgets())"
+        code = "import adapt.analysis.interactive as I; print('widgets', I.use_widgets())"
 
         def run(allow_stdin):
             out = []
@@ -311,7 +312,7 @@ def test_papermill_renders_the_static_figure_and_stores_no_widgets(tmp_path, mon
     monkeypatch.delenv(interactive.ENV_VAR, raising=False)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("import torch\nfrom adapt import interactive\n"
+        nbformat.v4.new_code_cell("import torch\nfrom adapt.analysis import interactive\n"
                                   "w = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3"),
         nbformat.v4.new_code_cell("interactive.quantization_explorer(w, 8, 4, resolution=30)"),
         nbformat.v4.new_code_cell("interactive.pushdown_stepper(w, 16, 12, 30)"),

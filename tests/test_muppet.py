@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import adapt.quant as quant_module
-from adapt.configs import CONFIGS, ExperimentConfig, get_config
+from adapt.experiments.configs import CONFIGS, get_config
+from adapt.config import ExperimentConfig
 from adapt.layers import QuantizedModel
 from adapt.muppet import (
     EPOCHS_PER_PRECISION,
@@ -311,7 +312,7 @@ def test_committed_smoke_record_follows_the_pure_rules():
     """Replaying the committed smoke record's mean GD through the pure rules gives its logged fields and switches."""
     from pathlib import Path
 
-    from adapt.results import load_record
+    from adapt.records import load_record
 
     rec = load_record(Path(__file__).resolve().parents[1] / SMOKE_RECORD)
     pol = rec["config"]["policy"]
@@ -928,8 +929,8 @@ def test_trace_figure_draws_the_released_threshold_beside_the_runs():
     """released_threshold=True adds T(e) = 1 + 1.5 exp(-0.1 e) over the fixed-point epochs; the run's line stays."""
     from pathlib import Path
 
-    from adapt import plots
-    from adapt.results import load_record
+    from adapt.analysis import plots
+    from adapt.records import load_record
 
     rec = load_record(Path(__file__).resolve().parents[1] / SMOKE_RECORD)
     fixed = [e for e, b in zip(rec["traces"]["muppet"]["epoch"], rec["traces"]["muppet"]["bits"]) if b != FLOAT32]

@@ -17,10 +17,14 @@ import nbformat
 import pytest
 
 import adapt.train
-from adapt import claims, paths
-from adapt import grid as G
+from adapt.experiments import claims
+from adapt import paths
+from adapt.cli import grid_main
+from adapt.experiments import grid as G
+from adapt.experiments.configs import CONFIGS
+from adapt.experiments import runner as R
 from adapt.cli import main as cli_main, parse_sets
-from adapt.results import SCHEMA, RecordError, atomic_write_json, load_record, load_records
+from adapt.records import SCHEMA, RecordError, atomic_write_json, load_record, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"batch_size": 64, "epochs": 2, "subset": 200}
@@ -43,7 +47,7 @@ def test_a_custom_run_gets_its_own_folder_and_never_replaces_the_grid_record(tmp
     atomic_write_json(grid_path, grid_record(grid_point))
     before = grid_path.read_bytes()
 
-    rec = G.train_point(NAME, results_root=tmp_path, overrides={"epochs": 1, "subset": 200, "batch_size": 64},
+    rec = R.train_point(NAME, results_root=tmp_path, overrides={"epochs": 1, "subset": 200, "batch_size": 64},
                         force=True, progress=False, device="cpu")
     custom = G.GridPoint(NAME, overrides={"epochs": 1, "subset": 200, "batch_size": 64})
     assert rec["run_id"] == custom.run_id != grid_point.run_id
@@ -69,7 +73,7 @@ def test_override_tags_are_stable_and_registry_values_are_not_overrides():
 
     expected = "x" + hashlib.sha256(b'{"epochs":15,"lr":0.001}').hexdigest()[:8]
     assert a.run_id.endswith("-" + expected)
-    same = G.GridPoint(NAME, overrides={"epochs": G.CONFIGS[NAME].epochs})
+    same = G.GridPoint(NAME, overrides={"epochs": CONFIGS[NAME].epochs})
     assert not same.is_custom and same.run_id == G.GridPoint(NAME).run_id
     # an off-grid seed is not a grid record either
     assert not G.is_grid_record(grid_record(G.GridPoint(NAME, seed=7)))
@@ -130,7 +134,7 @@ def test_set_parses_values_and_merges_policy_options():
                       "policy.min_lookback=10"], "smoke/adapt/alexnet_cifar/digits")
     assert got["lr"] == 0.001 and got["epochs"] == 15 and got["scheduler"] == "step"
     assert got["step_milestones"] == [3, 6] and got["augment"] is False
-    assert got["policy"] == dict(G.CONFIGS["smoke/adapt/alexnet_cifar/digits"].policy, min_lookback=10)
+    assert got["policy"] == dict(CONFIGS["smoke/adapt/alexnet_cifar/digits"].policy, min_lookback=10)
     with pytest.raises(ValueError, match="expected FIELD=VALUE"):
         parse_sets(["lr"], NAME)
 
@@ -167,14 +171,14 @@ def test_only_is_exact_and_match_takes_patterns():
 
 def test_cli_selection_that_matches_nothing_is_an_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        G.main(["smoke", "--only", "adapt-resnet20-digits", "--list"])
+        grid_main(["smoke", "--only", "adapt-resnet20-digits", "--list"])
     assert exit_.value.code == 2
     assert "adapt-resnet20-digits-reference-s0-f0" in capsys.readouterr().err
 
 
 def test_the_grid_prints_a_start_line_and_one_line_per_epoch(tmp_path, capsys):
     pts = [G.GridPoint(NAME, overrides=TINY), G.GridPoint("smoke/adapt/alexnet_cifar/digits", overrides=TINY)]
-    G.run_grid(points=pts, results_root=tmp_path, executor="inline")
+    R.run_grid(points=pts, results_root=tmp_path, executor="inline")
     out = capsys.readouterr().out
     assert out.count(": starting (") == 2
     lines = [l for l in out.splitlines() if "] epoch " in l]
@@ -184,7 +188,7 @@ def test_the_grid_prints_a_start_line_and_one_line_per_epoch(tmp_path, capsys):
 
 def test_the_papermill_executor_forwards_the_epoch_lines(tmp_path, capsys):
     p = G.GridPoint(NAME, overrides=dict(TINY, epochs=1))
-    frame = G.run_grid(points=[p], results_root=tmp_path, executor="papermill")
+    frame = R.run_grid(points=[p], results_root=tmp_path, executor="papermill")
     assert list(frame["status"]) == ["completed"]
     out = capsys.readouterr().out
     assert "starting (" in out and f"[{p.run_id}] epoch 1/1" in out
@@ -198,14 +202,14 @@ def test_a_corrupt_checkpoint_is_named_set_aside_and_the_history_kept(tmp_path):
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as a full disk or a kill mid-copy leaves it
 
-    first = G.run_point(p, tmp_path, executor="inline")
+    first = R.run_point(p, tmp_path, executor="inline")
     assert (first["status"], first["action"]) == ("failed", "failed")
     assert str(ckpt) in first["message"] and "--force" in first["message"] and "checkpoint.pt.corrupt" in first["message"]
     rec = load_record(out / "record.json")
     assert rec["status"] == "failed" and len(rec["epochs"]) == 2  # the history survives the failure
     assert (out / "checkpoint.pt.corrupt").exists() and not ckpt.exists()
 
-    second = G.run_point(p, tmp_path, executor="inline")  # restarts from scratch, cleanly
+    second = R.run_point(p, tmp_path, executor="inline")  # restarts from scratch, cleanly
     assert (second["status"], second["action"]) == ("completed", "ran")
     assert len(load_record(out / "record.json")["epochs"]) == 3
     assert len(load_record(out / "record.json.previous")["epochs"]) == 2
@@ -218,7 +222,7 @@ def test_a_bad_record_is_set_aside_and_recomputed(tmp_path, content):
     path.parent.mkdir(parents=True)
     path.write_text(content)
     with pytest.warns(RuntimeWarning, match="set aside as record.json.corrupt"):
-        res = G.run_point(p, tmp_path, executor="inline")
+        res = R.run_point(p, tmp_path, executor="inline")
     assert (res["status"], res["action"]) == ("completed", "ran")
     assert (path.parent / "record.json.corrupt").read_text() == content
     assert load_record(path)["status"] == "completed"
@@ -246,7 +250,7 @@ def test_the_whole_failure_message_is_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(adapt.train, "run", offline)
     p = G.GridPoint(NAME, overrides=TINY)
-    res = G.run_point(p, tmp_path, executor="inline")
+    res = R.run_point(p, tmp_path, executor="inline")
     assert res["status"] == "failed" and message in res["message"]
     assert message in load_record(p.out_dir(tmp_path) / "record.json")["message"]
 
@@ -254,7 +258,7 @@ def test_the_whole_failure_message_is_recorded(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- claims
 HOLD = textwrap.dedent("""
     import sys, time
-    from adapt import claims
+    from adapt.experiments import claims
     with claims.claim(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)
@@ -269,14 +273,14 @@ def test_a_point_claimed_by_a_live_process_is_skipped_and_freed_when_it_is_kille
         assert holder.stdout.readline().strip() == "held"
         info = claims.holder(out)
         assert info["pid"] == holder.pid
-        res = G.run_point(p, tmp_path, executor="inline")
+        res = R.run_point(p, tmp_path, executor="inline")
         assert (res["status"], res["action"]) == ("claimed", "skipped") and str(holder.pid) in res["message"]
         assert not (out / "record.json").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert claims.holder(out) is None  # a dead process holds nothing
-    assert G.run_point(p, tmp_path, executor="inline")["status"] == "completed"
+    assert R.run_point(p, tmp_path, executor="inline")["status"] == "completed"
 
 
 # ----------------------------------------------------------------------------- the README's commands
@@ -292,11 +296,11 @@ def _readme_commands(prefix):
 
 
 def test_every_grid_command_in_the_readme_selects_points(capsys):
-    commands = _readme_commands("python -m adapt.grid")
+    commands = _readme_commands("python -m adapt grid")
     assert len(commands) >= 3
     for argv in commands:
         argv = [a for a in argv if a != "--list"] + ["--list"]
-        assert G.main(argv) == 0, argv
+        assert grid_main(argv) == 0, argv
         assert not capsys.readouterr().out.endswith("\n0 point(s)\n"), argv
 
 
@@ -335,21 +339,21 @@ def test_status_reads_the_results_folder(tmp_path, capsys):
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        frame = G.status_frame(pts, tmp_path)
+        frame = R.status_frame(pts, tmp_path)
     finally:
         holder.kill()
         holder.wait()
     assert list(frame["state"]) == ["completed", "claimed", "failed", "corrupt", "queued"]
     assert frame.loc[1, "epoch"] == 1 and frame.loc[1, "epochs"] == 2 and str(holder.pid) in frame.loc[1, "holder"]
     assert frame.loc[2, "message"] == "DatasetNotAvailable: no"
-    assert G.status_frame(pts[1:2], tmp_path).loc[0, "state"] == "interrupted"  # its holder is dead
+    assert R.status_frame(pts[1:2], tmp_path).loc[0, "state"] == "interrupted"  # its holder is dead
 
 
 def test_devices_run_one_worker_each_and_train_every_point_once(tmp_path, capsys):
     """Two real grid processes on one results folder: every point is trained exactly once."""
     argv = ["smoke", "--match", "float32*alexnet_cifar-*", "--executor", "inline", "--results", str(tmp_path),
             "--set", "epochs=1", "subset=200", "batch_size=64", "--devices", "cpu,cpu"]
-    assert G.main(argv) == 0
+    assert grid_main(argv) == 0
     out = capsys.readouterr().out
     ids = [p.run_id for p in G.select(G.grid("smoke"), match="float32*alexnet_cifar-*")]
     assert len(ids) == 4

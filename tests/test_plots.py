@@ -1,4 +1,4 @@
-"""Figure functions (adapt.plots) on hand-made run records: panels, labels, plotted values, files."""
+"""Figure functions (adapt.analysis.plots) on hand-made run records: panels, labels, plotted values, files."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from matplotlib.collections import QuadMesh  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from adapt import plots  # noqa: E402
+from adapt.analysis import plots  # noqa: E402
 from adapt.models import build_model  # noqa: E402
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapt.results import load_records
-from adapt.tables import README_BEGIN, README_END, readme_block
+from adapt.records import load_records
+from adapt.analysis.tables import README_BEGIN, README_END, readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "smoke"
@@ -43,7 +43,7 @@ def test_every_number_in_the_block_comes_from_the_records(records):
 
 
 def test_committed_smoke_grid_is_complete(records):
-    from adapt.grid import grid
+    from adapt.experiments.grid import grid
 
     ids = {p.run_id for p in grid("smoke")}
     on_disk = {p.parent.name for p in RECORDS.glob("*/record.json")}
@@ -70,7 +70,7 @@ def test_committed_notebooks_are_clean():
 
 def test_a_custom_run_beside_the_grid_changes_no_number_of_the_block(records):
     """A 1-epoch custom run of a grid point is named under the block's first line, not tabulated."""
-    from adapt.grid import GridPoint
+    from adapt.experiments.grid import GridPoint
 
     grid_record = next(r for r in records if r["name"] == "smoke/adapt/resnet20/digits"
                        and r["config"]["variant"] == "reference")
@@ -88,7 +88,7 @@ def test_a_custom_run_beside_the_grid_changes_no_number_of_the_block(records):
 
 def _readme_figures():
     """The figure files the README's figures table lists (``<model>`` expanded), with the notebook it names."""
-    from adapt.grid import MODELS
+    from adapt.experiments.grid import MODELS
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Results of the committed smoke run"):readme.index("## The notebooks")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import adapt.grid as G
-from adapt.configs import CONFIGS, SDM_KCV, SDM_LITERAL_POLICY, config_names, get_config
+import adapt.experiments.grid as G
+from adapt.experiments.configs import CONFIGS, SDM_KCV, SDM_LITERAL_POLICY, config_names, get_config
 from adapt.heuristic import AdaptPolicy, next_lookback, next_resolution
 
 # (name, batch, accumulation, lr, L2, L1, epochs, target, policy subset): straight from the .ini files

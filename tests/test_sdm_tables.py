@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapt import tables
-from adapt.tables.headline import OFFICIAL_TARGETS, PAPER_CLAIMS, headline_table, target_table
+from adapt.analysis import tables
+from adapt.analysis.tables.headline import OFFICIAL_TARGETS, PAPER_CLAIMS, headline_table, target_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from adapt import _cpu_kernels as kernels
 from adapt import quant, train
-from adapt.configs import get_config
+from adapt.experiments.configs import get_config
 from adapt.data import DeviceLoader
 from adapt.layers import QuantizedModel
 from adapt.quant import SERIAL_BELOW, DynamicFixedPoint, FixedPoint, fixed_point, fixed_point_many

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from adapt import _cpu_kernels, train
-from adapt.configs import get_config
+from adapt.experiments.configs import get_config
 
 BUDGET = {  # (operations per micro-batch, per optimizer step)
     "adapt": (1110, 915),

@@ -1,4 +1,4 @@
-"""Results tables (adapt.tables) on hand-made records with hand-checked numbers."""
+"""Results tables (adapt.analysis.tables) on hand-made records with hand-checked numbers."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapt import tables as T
-from adapt.results import SCHEMA
+from adapt.analysis import tables as T
+from adapt.records import SCHEMA
 
 
 def rec(method, acc=None, model="alexnet_cifar", dataset="digits", variant="reference", seed=0, fold=0,
@@ -66,7 +66,7 @@ def fake_figures(monkeypatch):
         base = FIGS.get((cfg["model"], T.run_method(record), cfg["variant"], cfg["seed"]), base)
         return {**EXTRA, **base}
 
-    monkeypatch.setattr(T.frames, "_run_figures", fake)  # figures_frame looks it up in adapt.tables.frames
+    monkeypatch.setattr(T.frames, "_run_figures", fake)  # figures_frame looks it up in adapt.analysis.tables.frames
     return calls
 
 
@@ -249,7 +249,7 @@ def grid_rec(point, acc, epochs_acc=(0.5, 0.95)):
 
 
 def test_a_custom_run_of_a_grid_point_does_not_change_the_grid_tables(fake_figures):
-    from adapt import grid as G
+    from adapt.experiments import grid as G
 
     point = G.GridPoint("smoke/adapt/resnet20/digits", "reference", 0, 0)
     custom = G.GridPoint("smoke/adapt/resnet20/digits", "reference", 0, 0, {"epochs": 1})
@@ -286,8 +286,8 @@ def test_a_custom_run_of_a_grid_point_does_not_change_the_grid_tables(fake_figur
 
 
 def test_load_profile_splits_skips_and_summarizes(tmp_path):
-    from adapt import grid as G
-    from adapt.results import atomic_write_json
+    from adapt.experiments import grid as G
+    from adapt.records import atomic_write_json
 
     point = G.GridPoint("smoke/adapt/resnet20/digits")
     custom = G.GridPoint("smoke/adapt/resnet20/digits", overrides={"epochs": 1})
@@ -309,7 +309,7 @@ def test_load_profile_splits_skips_and_summarizes(tmp_path):
 
 
 def test_tables_of_a_profile_without_completed_runs_list_the_failures():
-    from adapt import grid as G
+    from adapt.experiments import grid as G
 
     message = "DatasetNotAvailable: CIFAR-10 is not available offline"
     records = [G.failure_record(p.config(), message) for p in G.grid("quick")]

@@ -1,4 +1,4 @@
-"""Per-epoch writes of a run: the journal (adapt.results.TraceJournal), the checkpoint without the
+"""Per-epoch writes of a run: the journal (adapt.records.TraceJournal), the checkpoint without the
 history, the running record without its traces, and resume from them."""
 import copy
 import io
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from adapt import results
-from adapt.configs import get_config
+from adapt import records as results
+from adapt.experiments.configs import get_config
 from adapt.progress import ProgressPrinter
-from adapt.results import JOURNAL, JournalError, TraceJournal, load_record, read_journal
+from adapt.records import JOURNAL, JournalError, TraceJournal, load_record, read_journal
 from adapt.train import CheckpointError, run
 
 # digits, 200 training images (160 after the 5-fold split), 4 optimizer steps per epoch

@@ -1,4 +1,4 @@
-"""The training loop (adapt.train), configs (adapt.configs) and run records (adapt.results)."""
+"""The training loop (adapt.train), configs (adapt.experiments.configs) and run records (adapt.records)."""
 import json
 import math
 import os
@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapt import results
-from adapt.configs import CONFIGS, ExperimentConfig, config_names, get_config
+from adapt import records as results
+from adapt.experiments.configs import CONFIGS, config_names, get_config
+from adapt.config import ExperimentConfig
 from adapt.data import DeviceLoader
 from adapt.models import build_model
-from adapt.tables import runs_frame
+from adapt.analysis.tables import runs_frame
 from adapt.train import evaluate, pick_device, prepare_data, run
 
 # Small and fast: digits, 2 epochs, float32 or fixed 8/4.

@@ -2,12 +2,12 @@
 
     python tools/update_readme.py [--profile smoke] [--results DIR] [--check]
 
-The block lies between the markers of ``adapt.tables.README_BEGIN`` / ``README_END``;
+The block lies between the markers of ``adapt.analysis.tables.README_BEGIN`` / ``README_END``;
 ``--check`` exits 1 if the README differs from what the records give (tests/test_readme.py
 does the same check).  The records are read from ``<repo>/results/<profile>`` (the
 committed ones the README describes; ``--results`` names another root) with
-``adapt.results.load_records``, which skips a bad ``record.json`` with a warning naming
-it; only the profile's grid records enter the tables (``adapt.tables.readme_block``),
+``adapt.records.load_records``, which skips a bad ``record.json`` with a warning naming
+it; only the profile's grid records enter the tables (``adapt.analysis.tables.readme_block``),
 and other records there (custom runs) are named below the block's first line.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from adapt.results import load_records
-from adapt.tables import README_BEGIN, README_END, readme_block
+from adapt.records import load_records
+from adapt.analysis.tables import README_BEGIN, README_END, readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from adapt.plots.style import (_DATASET_NAMES, _MODEL_NAMES, _as_records, _cfg, _float, _new_figure, _sequential, _styled,
-                    method_color, method_name, run_title)
+from adapt.analysis.plots.style import (_DATASET_NAMES, _MODEL_NAMES, _as_records, _cfg, _float, _new_figure, _sequential, _styled, method_color, method_name, run_title)
 
 __all__ = [
     "TRACE_KEYS", "WL_THRESHOLDS", "smooth", "layer_labels", "trace_matrix", "heatmap", "heatmaps_figure",

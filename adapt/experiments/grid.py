@@ -1,10 +1,10 @@
 """The experiment grid of each profile and the runner that fills ``results/<profile>/``.
 
 A :class:`GridPoint` is one training run: a named config
-(``"<profile>/<method>/<model>/<dataset>"``, :mod:`adapt.configs`), the AdaPT
+(``"<profile>/<method>/<model>/<dataset>"``, :mod:`adapt.experiments.configs`), the AdaPT
 heuristic variant, a seed and a fold.  :func:`grid` lists the points of a profile,
 :func:`run_point` runs one, :func:`run_grid` runs them all and returns their
-statuses; ``python -m adapt.grid PROFILE`` is the command line (``make reproduce``).
+statuses; ``python -m adapt grid PROFILE`` is the command line (``make reproduce``).
 
 The grids
 ---------
@@ -50,51 +50,33 @@ codes do (docs/method.md §1.6, §2.3):
 
 Running a point
 ---------------
-:mod:`adapt.runner` runs points (:func:`~adapt.runner.train_point`,
-:func:`~adapt.runner.run_point`, :func:`~adapt.runner.run_grid`) and reads their state
-(:func:`~adapt.runner.status_frame`); those names are importable from here too.  This module
+:mod:`adapt.experiments.runner` runs points (:func:`~adapt.experiments.runner.train_point`,
+:func:`~adapt.experiments.runner.run_point`, :func:`~adapt.experiments.runner.run_grid`) and reads their state
+(:func:`~adapt.experiments.runner.status_frame`); those names are importable from here too.  This module
 defines the grid: the profile tables, :class:`GridPoint`, the selection (:func:`select`,
 :func:`shard`) and which records belong to a profile (:func:`is_grid_record`), and the
-command line ``python -m adapt.grid``.
+command line ``python -m adapt grid``.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import functools
 import hashlib
 import json
-import os
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from adapt import paths
-from adapt.configs import CONFIGS, PROFILES, SDM_KCV, ExperimentConfig, get_config
+from adapt.experiments.configs import CONFIGS, PROFILES, SDM_KCV, get_config
+from adapt.config import ExperimentConfig
 
 __all__ = [
     "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
-    "GridPoint", "grid", "failure_record", "main", "select", "shard", "overrides_tag", "record_point",
+    "GridPoint", "grid", "failure_record", "select", "shard", "overrides_tag", "record_point",
     "is_grid_record", "split_records", "POINT_FIELDS",
-    # from adapt.runner (imported on first use):
-    "train_point", "run_point", "run_grid", "failure_message", "point_status", "status_frame", "print_status",
-    "run_workers",
 ]
-
-#: Names of :mod:`adapt.runner` that this module hands out too (``from adapt.grid import train_point``).
-_RUNNER_NAMES = ("train_point", "run_point", "run_grid", "failure_message", "point_status", "status_frame",
-                 "print_status", "run_workers")
-
-
-def __getattr__(name):
-    # adapt.runner imports this module, so its names are fetched on first use rather than at import.
-    if name in _RUNNER_NAMES:
-        from adapt import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: The models of the CIFAR profiles (smoke, quick, paper).
 MODELS = ("alexnet_cifar", "resnet20")
@@ -138,7 +120,7 @@ SEEDS = {
 
 #: Folds per profile for the k-fold-protocol methods (hold-out methods always run fold 0): a tuple,
 #: or (sdm) a dict ``(method, model, dataset) -> folds``: the released KCV (``SDM_KCV``: 10 folds
-#: where the official config has KCV = 10, fold 0 where its KCV = 1 cannot run, see adapt.configs).
+#: where the official config has KCV = 10, fold 0 where its KCV = 1 cannot run, see adapt.experiments.configs).
 FOLDS = {"smoke": (0,), "quick": (0,), "paper": tuple(range(10)),
          "sdm": {(method, m, d): tuple(range(10)) if kcv == 10 else (0,) for (m, d, method), kcv in SDM_KCV.items()},
          "mnist5k": (0,)}
@@ -148,13 +130,12 @@ EXECUTORS = ("papermill", "inline")
 #: Record statuses of a point that is done (the same as adapt.train's).
 FINISHED = ("completed", "diverged")
 
-_REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NOTEBOOK = "notebooks/10-train.ipynb"
 
 
 def _jsonable(obj):
     """``obj`` as it reads back from a JSON record (tuples become lists, NaN a string)."""
-    from adapt.results import _json_default, _sanitize
+    from adapt.records import _json_default, _sanitize
 
     return json.loads(json.dumps(_sanitize(obj), default=_json_default))
 
@@ -232,7 +213,7 @@ class GridPoint:
     def __post_init__(self):
         if self.config_name not in CONFIGS:
             close = difflib.get_close_matches(str(self.config_name), CONFIGS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; `python -m adapt.grid PROFILE --list` lists them"
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `python -m adapt grid PROFILE --list` lists them"
             raise ValueError(f"unknown config {self.config_name!r}{hint}")
         object.__setattr__(self, "overrides", _normalize_overrides(self.config_name, self.overrides or ()))
 
@@ -366,7 +347,7 @@ def failure_record(config: Union[ExperimentConfig, dict, str], message: str) -> 
     itself could not be built, in which case model, dataset and method are read
     from the name).
     """
-    from adapt.results import SCHEMA
+    from adapt.records import SCHEMA
 
     if isinstance(config, ExperimentConfig):
         cfg = config.to_dict()
@@ -440,143 +421,3 @@ def shard(points: Sequence[GridPoint], spec: str) -> list:
     if not (n >= 1 and 1 <= k <= n):
         raise ValueError(f"--shard {spec!r}: need 1 <= K <= N (K is 1-based), e.g. 1/{max(n, 1)} ... {max(n, 1)}/{max(n, 1)}")
     return [p for i, p in enumerate(points) if i % n == k - 1]
-
-
-# ----------------------------------------------------------------------------- CLI
-def _add_selection_args(parser) -> None:
-    parser.add_argument("--only", action="append", default=None, metavar="RUN_ID",
-                        help="run only this point (its exact run id, as --list prints it; repeatable)")
-    parser.add_argument("--match", action="append", default=None, metavar="PATTERN",
-                        help="run the points whose run id or config name matches this shell-style pattern, "
-                             "e.g. 'adapt-resnet20-cifar10-*' (repeatable)")
-
-
-def build_parser(prog: str = "python -m adapt.grid") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run the experiment grid of a profile into <results>/<profile>/ (finished points are skipped, "
-                    "points another process is training are skipped, interrupted points resume).")
-    parser.add_argument("profile", choices=PROFILES)
-    parser.add_argument("--executor", choices=EXECUTORS + ("slurm", "submitit-local"), default="papermill",
-                        help="papermill: execute the training notebook per point (default); inline: call adapt.train "
-                             "in this process; slurm: one SLURM job per point through submitit (pip install "
-                             "'adapt[cluster]'); submitit-local: the same jobs as local subprocesses")
-    parser.add_argument("--force", action="store_true", help="recompute finished points")
-    parser.add_argument("--results", default=None,
-                        help=f"results root (default: ${paths.RESULTS_ENV} if set, else the repository's results/)")
-    _add_selection_args(parser)
-    parser.add_argument("--notebook", default=DEFAULT_NOTEBOOK, help=f"training notebook (default: {DEFAULT_NOTEBOOK})")
-    parser.add_argument("--set", nargs="+", action="extend", metavar="FIELD=VALUE",
-                        help="change config fields of every selected point (custom runs with run ids of their "
-                             "own), e.g. --set epochs=1 subset=500")
-    parser.add_argument("--shard", default=None, metavar="K/N",
-                        help="run only the K-th of N deterministic shares of the selected points (1-based)")
-    parser.add_argument("--device", default=None,
-                        help="device of the runs (cpu, cuda, cuda:1, mps; default: $ADAPT_DEVICE, else the best available)")
-    parser.add_argument("--devices", default=None, metavar="D1,D2,...",
-                        help="one worker process per device (e.g. cuda:0,cuda:1), each taking the next unclaimed point")
-    cluster = parser.add_argument_group("cluster (--executor slurm / submitit-local)")
-    cluster.add_argument("--partition", default=None, help="SLURM partition")
-    cluster.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per job (SLURM gpus_per_node)")
-    cluster.add_argument("--cpus-per-job", type=int, default=None, help="CPUs per job (SLURM cpus_per_task)")
-    cluster.add_argument("--timeout-min", type=float, default=720.0,
-                         help="time limit of a job in minutes (default 720); a timed-out job is requeued and resumes")
-    cluster.add_argument("--array-parallelism", type=int, default=None,
-                         help="submit one job array with at most this many tasks running at once")
-    cluster.add_argument("--wait", action="store_true", help="wait for the jobs to end and print the grid's status")
-    parser.add_argument("--list", action="store_true", help="print the selected points and exit")
-    parser.add_argument("--status", action="store_true",
-                        help="print the state of each selected point (queued, claimed, epoch k/n, completed, failed ...) "
-                             "from the results folder and exit; works while other processes train")
-    parser.add_argument("--quiet", action="store_true", help="print only one line per finished point")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 when a point failed or is stale (default: report and exit 0, "
-                             "so the analysis still runs and shows the failure)")
-    return parser
-
-
-def _without_option(argv: Sequence[str], name: str) -> list:
-    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == name:
-            skip = True
-        elif not a.startswith(name + "="):
-            out.append(a)
-    return out
-
-
-def _cli_path(value) -> Optional[Path]:
-    """A path typed on the command line: relative to the shell's working directory."""
-    return None if value is None else Path(value).expanduser().resolve()
-
-
-def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m adapt.grid") -> int:
-    from adapt.runner import print_status, run_grid, run_workers
-
-    parser = build_parser(prog)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    try:
-        pts = select(grid(args.profile), args.only, args.match)
-        if args.shard:
-            pts = shard(pts, args.shard)
-        if args.set:
-            from adapt.cli import parse_sets
-
-            pts = [GridPoint(p.config_name, p.variant, p.seed, p.fold, parse_sets(args.set, p.config_name))
-                   for p in pts]
-    except ValueError as exc:
-        parser.error(str(exc))
-    results = _cli_path(args.results)
-    if args.list:
-        for p in pts:
-            print(f"{p.run_id}  {p.config_name}")
-        print(f"{len(pts)} point(s)")
-        return 0
-    if args.status:
-        print_status(pts, results)
-        return 0
-    if args.devices:
-        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-        if not devices:
-            parser.error(f"--devices {args.devices!r}: expected a comma-separated list, e.g. cuda:0,cuda:1")
-        worker_argv = _without_option(argv, "--devices")
-        if results is not None:
-            worker_argv = _without_option(worker_argv, "--results") + ["--results", str(results)]
-        code = run_workers(devices, worker_argv)
-        print_status(pts, results)
-        return code
-    if args.device:
-        os.environ["ADAPT_DEVICE"] = args.device  # the papermill kernels and the jobs inherit it
-    if args.executor in ("slurm", "submitit-local"):
-        from adapt import cluster
-
-        try:
-            submitted = cluster.submit_points(
-                pts, results, args.executor, timeout_min=args.timeout_min, partition=args.partition,
-                gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
-                array_parallelism=args.array_parallelism, force=args.force)
-        except ImportError as exc:
-            parser.error(str(exc))
-        if args.wait:
-            cluster.wait_jobs(submitted)
-            print_status(pts, results)
-        else:
-            print(f"{len(submitted)} job(s) submitted; follow them with: {prog} {args.profile} --status"
-                  + (f" --results {results}" if results is not None else ""))
-        return 0
-    frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
-                     notebook=args.notebook, progress=not args.quiet)
-    bad = frame[frame["status"].isin(["failed", "stale"])]
-    if len(bad):
-        print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)
-        if args.strict:
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

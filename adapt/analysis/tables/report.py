@@ -19,10 +19,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, _plural, _status_counts, accuracy_table, figures_frame,
-                     run_id, runs_frame, select_records, speedup_table)
-from adapt.tables.headline import PAPER_CLAIMS, headline_table
-from adapt.tables.profile import failures_table, other_run_reason, other_runs_note
+from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, _plural, _status_counts, accuracy_table, figures_frame, run_id, runs_frame, select_records, speedup_table)
+from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
+from adapt.analysis.tables.profile import failures_table, other_run_reason, other_runs_note
 
 __all__ = [
     "arm_label", "headline_note", "iso_note", "epochs_note", "format_value", "to_markdown", "readme_numbers",
@@ -272,7 +271,7 @@ def readme_block(records: Sequence[dict], profile: str = "smoke") -> str:
     between :data:`README_BEGIN` and :data:`README_END`; tests/test_readme.py recomputes
     it from the committed records and checks that the README says exactly this.
     """
-    from adapt.grid import split_records
+    from adapt.experiments.grid import split_records
 
     records, others = split_records(list(records), profile)
     lines = [f"{len(records)} runs of the `{profile}` profile ({_status_counts(records) or 'none'})."]

@@ -118,7 +118,7 @@ def _read_info(out_dir: Path) -> Optional[dict]:
 
 
 def _write_info(out_dir: Path, info: dict) -> None:
-    from adapt.results import atomic_write_json
+    from adapt.records import atomic_write_json
 
     atomic_write_json(out_dir / INFO_NAME, dict(info, heartbeat=_now().isoformat(timespec="seconds")))
 

@@ -1,4 +1,4 @@
-"""Run records: versioned JSON written atomically and loaded back (tables: :mod:`adapt.tables`).
+"""Run records: versioned JSON written atomically and loaded back (tables: :mod:`adapt.analysis.tables`).
 
 One training run produces one record (``record.json``)::
 
@@ -127,7 +127,7 @@ def environment_info(device=None) -> dict:
     Stored as every record's ``environment``.  Same values (and the same config) give
     bit-identical CPU records; a different CPU capability, BLAS/oneDNN build or thread
     count can change the float32 rounding of convolutions and matrix products, and
-    ``python -m adapt.compare`` lists the entries that differ between two records.
+    ``python -m adapt compare`` lists the entries that differ between two records.
 
     Keys (``None`` where a probe does not apply or fails; this never raises and reads
     no host or user names):

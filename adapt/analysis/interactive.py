@@ -210,7 +210,7 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
     Example (notebook 01): ``trained_weight(epochs=2, subset=2000)`` -- LeNet-5 trained
     in float32 on 2,000 of the bundled MNIST images.
     """
-    from adapt.configs import get_config
+    from adapt.experiments.configs import get_config
     from adapt.train import run
 
     cfg = get_config(config, seed=seed, **overrides)
@@ -224,7 +224,7 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
 
 # ======================================================================= figures
 def _figure(ncols, figsize):
-    from adapt.plots.style import _new_figure, _styled
+    from adapt.analysis.plots.style import _new_figure, _styled
 
     with _styled():
         fig, axes = _new_figure(1, ncols, figsize=figsize)

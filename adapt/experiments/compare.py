@@ -1,4 +1,4 @@
-"""Compare two run records and say where they first differ (``python -m adapt.compare A B``).
+"""Compare two run records and say where they first differ (``python -m adapt compare A B``).
 
 Two runs of one config on one machine, with the same package versions and thread
 count, give bit-identical records (README, "Reproducibility").  Across machines the
@@ -15,7 +15,7 @@ This module tells the two cases apart:
   (``traces["tensors"]``, logged every ``interval`` steps) the series, the logged step
   and the tensor; for event lists (``traces["switches"]``) the event and its step;
   for per-epoch series (``traces["muppet"]``) the epoch;
-* the environment entries that differ (:func:`adapt.results.environment_info`:
+* the environment entries that differ (:func:`adapt.records.environment_info`:
   CPU model and capability, BLAS/oneDNN build, threads, versions, device), which may
   explain a difference.
 
@@ -26,18 +26,15 @@ differ, 2 on a usage or file error.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 __all__ = [
     "IGNORED_FIELDS", "IGNORED_KEYS", "RESULT_FIELDS", "EpochDifference", "TraceDifference", "Comparison",
-    "compare_records", "load", "main",
+    "compare_records", "load", "UsageError",
 ]
 
 #: Top-level record fields that differ between any two runs (times, timestamps, the machine).
@@ -457,7 +454,7 @@ def _env_diff(a: dict, b: dict) -> list:
 
 def compare_records(a: dict, b: dict, atol: float = 0.0, rtol: float = 0.0,
                     a_label: str = "a", b_label: str = "b") -> Comparison:
-    """Compare run record ``a`` with ``b`` (dicts as :func:`adapt.results.load_record` returns).
+    """Compare run record ``a`` with ``b`` (dicts as :func:`adapt.records.load_record` returns).
 
     Numbers are equal when ``|a - b| <= atol + rtol * max(|a|, |b|)`` (default: exactly
     equal); everything else must be equal.  Wall times, timestamps and the environment
@@ -500,7 +497,7 @@ class UsageError(Exception):
 
 def load(path) -> Tuple[dict, Path]:
     """The record at ``path`` (a ``record.json`` or a run folder holding one) and the file it came from."""
-    from adapt.results import load_record
+    from adapt.records import load_record
 
     p = Path(path)
     if p.is_dir():
@@ -513,44 +510,3 @@ def load(path) -> Tuple[dict, Path]:
     except (OSError, ValueError) as exc:  # unreadable, not JSON, not a run record
         msg = str(exc)
         raise UsageError(msg if str(p) in msg else f"{p}: {msg}") from exc
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m adapt.compare",
-        description="Compare two adapt run records: identical or not, config differences, the first differing "
-                    "epoch/metric and trace entry, and the environment differences that may explain them. "
-                    "Exit status 0 identical, 1 different, 2 usage or file error.")
-    ap.add_argument("a", help="record.json, or a run folder holding one")
-    ap.add_argument("b", help="record.json, or a run folder holding one")
-    ap.add_argument("--tolerance", "--atol", dest="atol", type=float, default=0.0, metavar="ATOL",
-                    help="absolute tolerance for numbers (default 0: bit for bit)")
-    ap.add_argument("--rtol", type=float, default=0.0, help="relative tolerance for numbers (default 0)")
-    ap.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    return ap
-
-
-def main(argv=None) -> int:
-    ap = _parser()
-    args = ap.parse_args(argv)
-    if not (args.atol >= 0 and args.rtol >= 0):
-        ap.print_usage(sys.stderr)
-        print(f"{ap.prog}: error: tolerances must be >= 0", file=sys.stderr)
-        return 2
-    try:
-        a, pa = load(args.a)
-        b, pb = load(args.b)
-    except UsageError as exc:
-        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    cmp = compare_records(a, b, atol=args.atol, rtol=args.rtol, a_label=str(pa), b_label=str(pb))
-    try:
-        print(json.dumps(cmp.to_dict(), indent=1, default=str) if args.json else cmp.format())
-        sys.stdout.flush()
-    except BrokenPipeError:  # `... | head`: stop quietly, keep the exit status
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0 if cmp.identical else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Figures of the paper and of the official code's ``utils/vis.py`` / ``notebooks/vis.ipynb``.
 
-Every function takes run records (:mod:`adapt.results`) or precomputed arrays and
+Every function takes run records (:mod:`adapt.records`) or precomputed arrays and
 returns a :class:`matplotlib.figure.Figure`; none calls ``plt.show``, none changes
 matplotlib's global style (a seaborn ``whitegrid`` style is applied inside each
 function only), and :func:`save_figure` writes the PNG and PDF files.  The figures
@@ -9,21 +9,21 @@ figure per run accumulates no open pyplot figures and nothing is shown twice: a
 Jupyter cell shows a figure when it is the cell's value or passed to ``display``.
 What is drawn (docs/method.md §3), by submodule:
 
-:mod:`adapt.plots.style`
+:mod:`adapt.analysis.plots.style`
     what every figure shares: colours and names of methods and arms, run titles, the
     figure class, :func:`save_figure`, :func:`placeholder_figure` (nothing to draw).
-:mod:`adapt.plots.formats` (notebook 01)
+:mod:`adapt.analysis.plots.formats` (notebook 01)
     number formats, nearest vs stochastic rounding, quantization error against WL/FL.
-:mod:`adapt.plots.heuristic` (notebook 02)
+:mod:`adapt.analysis.plots.heuristic` (notebook 02)
     PushDown's information loss against FL.
-:mod:`adapt.plots.traces` (notebook 21, per run)
+:mod:`adapt.analysis.plots.traces` (notebook 21, per run)
     heatmaps of a run's tensor trace, sparsity/memory/cost curves, word-length bars.
-:mod:`adapt.plots.muppet_trace` (notebook 21, per run)
+:mod:`adapt.analysis.plots.muppet_trace` (notebook 21, per run)
     MuPPET's precision per epoch and its gradient-diversity rule.
-:mod:`adapt.plots.results` (notebooks 20, 21)
+:mod:`adapt.analysis.plots.results` (notebooks 20, 21)
     accuracy and loss curves of several runs, results-table columns as grouped bars.
 
-Every public name is importable from here (``from adapt import plots; plots.heatmap(...)``).
+Every public name is importable from here (``from adapt.analysis import plots; plots.heatmap(...)``).
 
 The x axis of per-epoch plots is the number of epochs completed (a record's 0-based
 ``epoch`` plus one), so it lines up with the trace's float ``epoch``
@@ -32,15 +32,13 @@ The x axis of per-epoch plots is the number of epochs completed (a record's 0-ba
 """
 from __future__ import annotations
 
-from adapt.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
-from adapt.plots.formats import number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure
-from adapt.plots.heuristic import information_loss_figure
-from adapt.plots.muppet_trace import muppet_epochs, muppet_trace_figure
-from adapt.plots.results import curves_figure, results_bar_figure, train_loss_note
-from adapt.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name,
-                    placeholder_figure, run_method, run_title, save_figure)
-from adapt.plots.traces import (TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_requirement, smooth,
-                     sparsity_memory_cost_figure, trace_matrix, word_length_bars, word_length_counts)
+from adapt.analysis.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
+from adapt.analysis.plots.formats import (number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure)
+from adapt.analysis.plots.heuristic import information_loss_figure
+from adapt.analysis.plots.muppet_trace import muppet_epochs, muppet_trace_figure
+from adapt.analysis.plots.results import curves_figure, results_bar_figure, train_loss_note
+from adapt.analysis.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method, run_title, save_figure)
+from adapt.analysis.plots.traces import (TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_requirement, smooth, sparsity_memory_cost_figure, trace_matrix, word_length_bars, word_length_counts)
 
 __all__ = [
     "PlotFigure",

@@ -1,10 +1,10 @@
 """The ablation's figure (notebook 30).
 
-:func:`ablation_figure` -- one panel per metric of :data:`adapt.tables.ablation.ABLATION_METRICS`,
+:func:`ablation_figure` -- one panel per metric of :data:`adapt.analysis.tables.ablation.ABLATION_METRICS`,
 one line per ablation row (reference, each option corrected alone, corrected): the mean over
 seeds with a +- std bar and every seed as a dot, the reference mean as a dashed line.
-Nothing is computed here: the frames come from :func:`adapt.tables.ablation.ablation_runs`
-and :func:`adapt.tables.ablation.ablation_table`.
+Nothing is computed here: the frames come from :func:`adapt.analysis.tables.ablation.ablation_runs`
+and :func:`adapt.analysis.tables.ablation.ablation_table`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adapt.plots.style import ARM_COLORS, METHOD_COLORS, _new_figure, _styled
+from adapt.analysis.plots.style import ARM_COLORS, METHOD_COLORS, _new_figure, _styled
 
 __all__ = ["ablation_figure"]
 
@@ -20,12 +20,12 @@ __all__ = ["ablation_figure"]
 def ablation_figure(table, runs=None, metrics: Optional[Sequence[str]] = None, title: Optional[str] = None):
     """Mean +- std of each metric per ablation row (rows top to bottom in the table's order).
 
-    ``table``: :func:`adapt.tables.ablation.ablation_table`; ``runs`` (optional):
-    :func:`adapt.tables.ablation.ablation_runs`, whose completed runs are drawn as dots.
+    ``table``: :func:`adapt.analysis.tables.ablation.ablation_table`; ``runs`` (optional):
+    :func:`adapt.analysis.tables.ablation.ablation_runs`, whose completed runs are drawn as dots.
     ``metrics`` default to every metric of the table.  The reference row is drawn in
     AdaPT's colour, the corrected one in the corrected arm's, the one-option rows in grey.
     """
-    from adapt.tables.ablation import ABLATION_METRICS, METRIC_LABELS
+    from adapt.analysis.tables.ablation import ABLATION_METRICS, METRIC_LABELS
 
     metrics = list(metrics or ABLATION_METRICS)
     missing = [m for m in metrics if f"{m}_mean" not in table]

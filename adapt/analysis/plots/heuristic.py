@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from adapt.plots.style import METHOD_COLORS, _float, _new_figure, _sequential, _styled
+from adapt.analysis.plots.style import METHOD_COLORS, _float, _new_figure, _sequential, _styled
 
 __all__ = ["information_loss_figure"]
 

@@ -1,4 +1,4 @@
-"""What every figure of :mod:`adapt.plots` shares: style, colours and names, the figure class, saving.
+"""What every figure of :mod:`adapt.analysis.plots` shares: style, colours and names, the figure class, saving.
 
 The figures are made without pyplot (:class:`PlotFigure`, a
 ``matplotlib.figure.Figure``), each inside :func:`_styled` (a seaborn ``whitegrid``
@@ -99,7 +99,7 @@ def method_color(method: Optional[str]) -> str:
 
 def run_method(record: Mapping) -> Optional[str]:
     """The method segment of the record's config name (``float32-muppet`` stays apart from ``float32``)."""
-    from adapt.tables import run_method as _run_method
+    from adapt.analysis.tables import run_method as _run_method
 
     return _run_method(record)
 
@@ -144,7 +144,7 @@ def _as_records(records) -> list:
 def _float(v) -> float:
     if v is None:
         return math.nan
-    if isinstance(v, str):  # adapt.results writes NaN/inf as strings
+    if isinstance(v, str):  # adapt.records writes NaN/inf as strings
         try:
             return float(v)
         except ValueError:

@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from adapt.plots.style import METHOD_COLORS, _new_figure, _sequential, _styled
+from adapt.analysis.plots.style import METHOD_COLORS, _new_figure, _sequential, _styled
 
 __all__ = ["number_formats_figure", "rounding_figure", "quantization_error_table", "quantization_error_figure"]
 

@@ -1,7 +1,7 @@
 """Running grid points: train one, run many, read their state from the results folder.
 
-The points themselves (:class:`~adapt.grid.GridPoint`, the profile tables, the selection)
-are defined in :mod:`adapt.grid`; ``python -m adapt.grid`` is the command line over both.
+The points themselves (:class:`~adapt.experiments.grid.GridPoint`, the profile tables, the selection)
+are defined in :mod:`adapt.experiments.grid`; ``python -m adapt grid`` is the command line over both.
 
 Running a point
 ---------------
@@ -13,7 +13,7 @@ handed to the notebook relative to the repository when it lies inside it (the
 notebook resolves it with :func:`adapt.paths.results_root`), so the executed copies
 hold no machine-specific absolute path.  The notebook is expected to call
 :func:`train_point` with its parameters; the kernel inherits this process's claim on
-the point (:mod:`adapt.claims`) and its printed lines are forwarded as they arrive.
+the point (:mod:`adapt.experiments.claims`) and its printed lines are forwarded as they arrive.
 
 * A point that another live process has claimed is skipped (status ``claimed``).
 ``executor="inline"`` calls :func:`adapt.train.run` in this process (tests, and a
@@ -29,7 +29,7 @@ fallback where no Jupyter kernel is available).
 * Any exception inside a point is caught: the point is reported ``failed`` and the
   grid goes on.  The record says so: :func:`adapt.train.run` marks a run that fails
   mid-training ``failed`` itself; a point that failed before its record existed gets
-  a minimal record (:func:`adapt.grid.failure_record`, the same ``adapt.run/1`` schema, no
+  a minimal record (:func:`adapt.experiments.grid.failure_record`, the same ``adapt.run/1`` schema, no
   epochs) so the tables list it as failed.  ``KeyboardInterrupt`` is not caught:
   the record stays ``running`` with its checkpoint, and the next run resumes it.
 """
@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from adapt import paths
-from adapt.grid import (_REPO, DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid,
-                   select)
-from adapt.results import read_record
+from adapt.experiments.grid import (DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid, select)
+from adapt.records import read_record
 
 __all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
@@ -54,7 +53,7 @@ __all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_L
 
 def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
     """Make ``out_dir/record.json`` say ``failed``: keep a record training wrote, else write a minimal one."""
-    from adapt.results import atomic_write_json
+    from adapt.records import atomic_write_json
 
     path = out_dir / "record.json"
     record = read_record(path)
@@ -103,7 +102,7 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
 
     What ``adapt run`` and the training notebook call (and the inline executor)::
 
-        from adapt.grid import train_point
+        from adapt.experiments.runner import train_point
         record = train_point("smoke/adapt/alexnet_cifar/digits", seed=3, overrides={"lr": 0.001, "epochs": 15})
 
     ``overrides`` (config fields) make a custom run with a run id of its own
@@ -113,11 +112,12 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
 
     Resumes an unfinished run from its checkpoint; returns a finished one without
     recomputing unless ``force``.  The point is claimed for the call
-    (:mod:`adapt.claims`): :class:`adapt.claims.PointClaimed` when another process is
+    (:mod:`adapt.experiments.claims`): :class:`adapt.experiments.claims.PointClaimed` when another process is
     training it.
     """
-    from adapt import claims, train
-    from adapt.results import set_aside
+    from adapt.experiments import claims
+    from adapt import train
+    from adapt.records import set_aside
 
     point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
@@ -150,15 +150,15 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
 
 def _resolve_notebook(notebook) -> Path:
     nb = Path(notebook)
-    if not nb.is_absolute() and not nb.exists() and (_REPO / nb).exists():
-        nb = _REPO / nb
+    if not nb.is_absolute() and not nb.exists() and (paths.base_dir() / nb).exists():
+        nb = paths.base_dir() / nb
     return nb.resolve()
 
 
 def _notebook_results_root(results_root: Path) -> str:
     """``results_root`` as the training notebook takes it: relative to the repository when inside it."""
     try:
-        return Path(results_root).resolve().relative_to(_REPO).as_posix()
+        return Path(results_root).resolve().relative_to(paths.base_dir()).as_posix()
     except ValueError:
         return str(Path(results_root).resolve())
 
@@ -166,7 +166,7 @@ def _notebook_results_root(results_root: Path) -> str:
 def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, progress: bool) -> None:
     import papermill
 
-    from adapt import claims
+    from adapt.experiments import claims
 
     nb = _resolve_notebook(notebook)
     if not nb.exists():
@@ -203,7 +203,7 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
     and ``action`` is ``skipped``, ``ran`` or ``failed``.  With ``progress``, a line is
     printed when the point starts and one per epoch while it trains.
     """
-    from adapt import claims
+    from adapt.experiments import claims
 
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -306,8 +306,8 @@ def point_status(point: GridPoint, results_root=None) -> dict:
     ``interrupted`` (resumable), ``stale`` (a record of another config) or ``corrupt``
     (a record that does not parse).
     """
-    from adapt import claims
-    from adapt.results import RecordError, load_record
+    from adapt.experiments import claims
+    from adapt.records import RecordError, load_record
 
     out_dir = point.out_dir(results_root)
     row = {"run_id": point.run_id, "state": "queued", "epoch": None, "epochs": None, "holder": "", "message": ""}
@@ -387,7 +387,7 @@ def run_workers(devices: Sequence[str], argv: Sequence[str]) -> int:
 
     for i, device in enumerate(devices):
         env = dict(os.environ, ADAPT_DEVICE=device, ADAPT_WORKER=str(i))
-        proc = subprocess.Popen([sys.executable, "-m", "adapt.grid", *argv], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "adapt", "grid", *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
         t = threading.Thread(target=pump, args=(proc, f"{device}#{i}"), daemon=True)
         t.start()

@@ -1,11 +1,11 @@
 """Grid points as cluster jobs through ``submitit`` (SLURM, or its local executor for tests).
 
-    python -m adapt.grid paper --executor slurm --partition gpu --gpus-per-job 1 --timeout-min 720 \
+    python -m adapt grid paper --executor slurm --partition gpu --gpus-per-job 1 --timeout-min 720 \
         [--array-parallelism 16] [--wait]
 
 One job per point (or one job array with ``--array-parallelism``).  Each job runs
-:func:`adapt.grid.run_point` with the inline executor on the compute node, so the
-point is claimed (:mod:`adapt.claims`), resumes from its checkpoint if it has one,
+:func:`adapt.experiments.runner.run_point` with the inline executor on the compute node, so the
+point is claimed (:mod:`adapt.experiments.claims`), resumes from its checkpoint if it has one,
 and writes its record atomically, exactly as a local run does.
 
 * **Pre-emption and time-outs.**  SLURM signals a job before it stops it; submitit
@@ -54,13 +54,13 @@ class PointJob:
         self.started = None
 
     def _grid_point(self):
-        from adapt.grid import GridPoint
+        from adapt.experiments.grid import GridPoint
 
         p = self.point
         return GridPoint(p["config_name"], p["variant"], p["seed"], p["fold"], p.get("overrides") or {})
 
     def __call__(self) -> dict:
-        from adapt.runner import run_point
+        from adapt.experiments.runner import run_point
 
         self.started = time.time()
         return run_point(self._grid_point(), self.results_root, executor="inline", force=self.force,
@@ -98,7 +98,7 @@ def make_executor(kind: str, folder, timeout_min: float, partition: Optional[str
 
 
 def _job_file(out_dir: Path, job, log_folder) -> None:
-    from adapt.results import atomic_write_json
+    from adapt.records import atomic_write_json
 
     atomic_write_json(out_dir / "slurm" / "job.json", {"job_id": str(job.job_id), "log_folder": str(log_folder),
                                                         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -109,9 +109,10 @@ def submit_points(points: Sequence, results_root, kind: str = "slurm", timeout_m
                   cpus_per_job: Optional[int] = None, array_parallelism: Optional[int] = None,
                   force: bool = False, verbose: bool = True) -> list:
     """Submit one job per point that is neither finished nor claimed; returns ``[(point, job)]``."""
-    from adapt import claims, paths
-    from adapt.grid import FINISHED
-    from adapt.results import read_record
+    from adapt.experiments import claims
+    from adapt import paths
+    from adapt.experiments.grid import FINISHED
+    from adapt.records import read_record
 
     results_root = paths.results_root(results_root)
     todo = []

@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from adapt.plots.style import METHOD_COLORS, _float, _new_figure, _styled, run_title
+from adapt.analysis.plots.style import METHOD_COLORS, _float, _new_figure, _styled, run_title
 
 __all__ = ["muppet_epochs", "muppet_trace_figure"]
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.tables.frames import _mean, accuracy_table, run_method, select_records, speedup_table
+from adapt.analysis.tables.frames import _mean, accuracy_table, run_method, select_records, speedup_table
 
 __all__ = ["PAPER_CLAIMS", "HEADLINE_METRICS", "OFFICIAL_TARGETS", "adapt_vs_float32", "headline_table",
            "target_table"]

@@ -35,17 +35,17 @@ Conventions
 Which records a table reports
 -----------------------------
 ``results/<profile>/`` can hold more than the profile's grid: custom runs (a config
-with overrides, e.g. ``adapt.grid.train_point(..., overrides={"epochs": 1})``, whose
+with overrides, e.g. ``adapt.experiments.runner.train_point(..., overrides={"epochs": 1})``, whose
 run id ends in ``-x<hash>``), off-grid seeds or folds, hand-made configs.  Every
 table function takes ``profile=``: given, only the grid records of that profile
-enter the table (:func:`adapt.grid.split_records`, through :func:`select_records`), so
+enter the table (:func:`adapt.experiments.grid.split_records`, through :func:`select_records`), so
 a 1-epoch custom run of a grid point never changes the grid point's numbers; ``None``
 (the default) tabulates the records exactly as given (hand-made records in tests and
-notebooks).  :func:`adapt.tables.report.readme_block` always reports its profile's grid
+notebooks).  :func:`adapt.analysis.tables.report.readme_block` always reports its profile's grid
 only.
 
 The private helpers here (``_order``, ``_mean``, ``_plural``, ``_status_counts``) are
-used by the other submodules of :mod:`adapt.tables`.
+used by the other submodules of :mod:`adapt.analysis.tables`.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ METHOD_ORDER = ("float32", "float32-muppet", "muppet", "adapt", "fixed")
 #: The float32 baselines: the methods every speedup is measured against (their own speedups are 1).
 BASELINES = ("float32", "float32-muppet")
 
-#: Record statuses (adapt.results), counted per group.
+#: Record statuses (adapt.records), counted per group.
 STATUSES = ("completed", "diverged", "failed", "interrupted", "running")
 
 #: Group keys of the tables.
@@ -96,8 +96,8 @@ def run_method(record: dict) -> str:
 
 def run_id(record: dict) -> str:
     """The record's run folder name (``adapt-resnet20-digits-reference-s0-f0``, ``...-x1a2b3c4d`` for a
-    custom run; :attr:`adapt.grid.GridPoint.run_id`), else one built the same way from its config."""
-    from adapt.grid import record_point
+    custom run; :attr:`adapt.experiments.grid.GridPoint.run_id`), else one built the same way from its config."""
+    from adapt.experiments.grid import record_point
 
     point = record_point(record)
     if point is not None:
@@ -115,7 +115,7 @@ def select_records(records: Iterable[dict], profile: Optional[str] = None) -> li
     records = list(records)
     if profile is None:
         return records
-    from adapt.grid import split_records
+    from adapt.experiments.grid import split_records
 
     return split_records(records, profile)[0]
 

@@ -3,7 +3,7 @@
 * :func:`curves_figure` -- accuracy and loss per epoch of several runs (losses on a
   log axis; the note under it, :func:`train_loss_note`, says what the training loss
   contains);
-* :func:`results_bar_figure` -- a results-table column (:mod:`adapt.tables`) as
+* :func:`results_bar_figure` -- a results-table column (:mod:`adapt.analysis.tables`) as
   grouped bars, one bar per method arm.
 """
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adapt.plots.style import (_DATASET_NAMES, _MODEL_NAMES, METHOD_COLORS, _as_records, _cfg, _float, _new_figure,
-                    _sequential, _styled, arm_color, arm_name, method_color, method_name, placeholder_figure,
-                    run_method)
+from adapt.analysis.plots.style import (_DATASET_NAMES, _MODEL_NAMES, METHOD_COLORS, _as_records, _cfg, _float, _new_figure, _sequential, _styled, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method)
 
 __all__ = ["train_loss_note", "curves_figure", "results_bar_figure"]
 

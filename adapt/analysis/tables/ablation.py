@@ -1,18 +1,18 @@
 """The ablation's tables (notebook 30): one row per run, and mean +- std per ablation row.
 
-* :func:`ablation_runs` -- one row per run of :mod:`adapt.ablation`: its row label
-  (:func:`adapt.ablation.row_of`), seed, status, final test accuracy, final mean weight WL
+* :func:`ablation_runs` -- one row per run of :mod:`adapt.experiments.ablation`: its row label
+  (:func:`adapt.experiments.ablation.row_of`), seed, status, final test accuracy, final mean weight WL
   and the cost-model figures of :data:`ABLATION_METRICS`.
-* :func:`ablation_table` -- per row (in :func:`adapt.ablation.ablation_rows` order, then any
+* :func:`ablation_table` -- per row (in :func:`adapt.experiments.ablation.ablation_rows` order, then any
   other label): ``runs``, ``completed``, and ``<metric>_mean`` / ``<metric>_std`` of every
   metric over the completed runs (sample std, ``ddof=1``; NaN with one run), plus
   ``acc_delta`` (the row's mean accuracy minus the reference row's).
 * :func:`ablation_view` -- the same as ``"mean ± std"`` strings, for reading.
 
-Conventions are those of :mod:`adapt.tables.frames`: accuracy is the last epoch's test
+Conventions are those of :mod:`adapt.analysis.tables.frames`: accuracy is the last epoch's test
 accuracy in percent; only completed runs enter a mean; the cost-model figures are
 :func:`adapt.costmodel.run_figures` of the chosen cost-model variant (through
-:func:`adapt.tables.frames.figures_frame`).  The mean weight WL is the policy's own
+:func:`adapt.analysis.tables.frames.figures_frame`).  The mean weight WL is the policy's own
 ``adapt_mean_weight_wl`` of the last epoch: the unweighted mean word length of the weight
 tensors (``dim > 1``) at the end of training.
 """
@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from adapt.tables.frames import figures_frame, run_id
+from adapt.analysis.tables.frames import figures_frame, run_id
 
 __all__ = ["ABLATION_METRICS", "METRIC_LABELS", "ablation_runs", "ablation_table", "ablation_view"]
 
@@ -48,10 +48,10 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
     """One row per record: ``row, seed, run_id, status`` and :data:`ABLATION_METRICS`.
 
     ``cost_model`` is the variant of :mod:`adapt.costmodel` the speedups and the size come
-    from; ``figures`` reuses a :func:`~adapt.tables.frames.figures_frame` of that variant
+    from; ``figures`` reuses a :func:`~adapt.analysis.tables.frames.figures_frame` of that variant
     (matched by run id).  Runs that did not complete keep their row, with NaN numbers.
     """
-    from adapt.ablation import row_of
+    from adapt.experiments.ablation import row_of
 
     records = list(records)
     figs = figures if figures is not None else figures_frame(records, cost_model)
@@ -74,7 +74,7 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
 
 
 def _row_order(labels) -> list:
-    from adapt.ablation import ablation_rows
+    from adapt.experiments.ablation import ablation_rows
 
     known = [r.label for r in ablation_rows()]
     return [label for label in known if label in set(labels)] + sorted(set(labels) - set(known))
@@ -89,7 +89,7 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     :data:`ABLATION_METRICS`, and ``acc_delta`` (mean accuracy minus the reference row's
     mean; NaN without a completed reference run).
     """
-    from adapt.ablation import ablation_rows
+    from adapt.experiments.ablation import ablation_rows
 
     flipped = {r.label: r.flipped for r in ablation_rows()}
     out = []

@@ -7,14 +7,14 @@
   complete, what was run.
 
 :func:`load_profile` is what the analysis notebooks call: it reads
-``<results_root>/<profile>/`` through :func:`adapt.results.load_records` (a bad
+``<results_root>/<profile>/`` through :func:`adapt.records.load_records` (a bad
 ``record.json`` is skipped with a ``RuntimeWarning`` naming it), splits the records
 into the grid records and the others, and its :meth:`ProfileRecords.summary` says
 what was found, skipped and left out ("2 custom runs are not in these tables:",
 with :func:`other_runs_table` listing them).  :func:`failures_table` lists the runs
 that did not complete with their messages (all of them when a profile has no
 completed run: the tables then show each group's status instead of numbers).
-Which records a table reports: see :mod:`adapt.tables.frames`.
+Which records a table reports: see :mod:`adapt.analysis.tables.frames`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.tables.frames import _order, _plural, _status_counts, run_id, run_method, runs_frame, select_records
+from adapt.analysis.tables.frames import (_order, _plural, _status_counts, run_id, run_method, runs_frame, select_records)
 
 __all__ = [
     "ProfileRecords", "load_profile", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
@@ -96,12 +96,12 @@ class ProfileRecords:
 def load_profile(profile: str, results_root=None) -> ProfileRecords:
     """Read ``<results_root>/<profile>/`` (root: :func:`adapt.paths.results_root`) into a :class:`ProfileRecords`.
 
-    Bad ``record.json`` files are skipped by :func:`adapt.results.load_records` with a
+    Bad ``record.json`` files are skipped by :func:`adapt.records.load_records` with a
     ``RuntimeWarning`` naming them (re-issued here, so it shows in a notebook's output)
     and listed in ``skipped``.  A missing folder gives no records.
     """
     from adapt.paths import results_root as _results_root
-    from adapt.results import load_records
+    from adapt.records import load_records
 
     root = _results_root(results_root) / profile
     with warnings.catch_warnings(record=True) as caught:
@@ -114,7 +114,7 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
             warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    from adapt.grid import split_records
+    from adapt.experiments.grid import split_records
 
     grid_records, others = split_records(found, profile)
     return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped)
@@ -122,14 +122,14 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
 
 def _other_kind(record: dict, profile: Optional[str]) -> tuple:
     """``(kind, reason)`` of a record that is not a grid record of ``profile``."""
-    from adapt.configs import CONFIGS
-    from adapt.grid import record_point
+    from adapt.experiments.configs import CONFIGS
+    from adapt.experiments.grid import record_point
 
     cfg = record.get("config") or {}
     point = record_point(record)
     if point is None:
         if cfg.get("name") not in CONFIGS:
-            return "hand-made config", f"config {cfg.get('name')!r} is not in adapt.configs"
+            return "hand-made config", f"config {cfg.get('name')!r} is not in adapt.experiments.configs"
         return "incomplete config", "its config has no seed, fold or variant"
     if point.is_custom:
         text = ", ".join(f"{k}={v!r}" for k, v in point.override_dict.items())

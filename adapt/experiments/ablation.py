@@ -13,17 +13,17 @@ ablation trains one base config (:data:`BASE_CONFIG`) as
 each over :data:`SEEDS`, with one learning rate for every row (the base config's, unless
 ``overrides`` set another).  The rows follow ``VARIANT_OPTIONS``, so an option added there
 is ablated without a change here.  Notebook 30 runs it and shows the table
-(:func:`adapt.tables.ablation.ablation_table`) and the figure
-(:func:`adapt.plots.ablation.ablation_figure`).
+(:func:`adapt.analysis.tables.ablation.ablation_table`) and the figure
+(:func:`adapt.analysis.plots.ablation.ablation_figure`).
 
-Where the records live.  A row is a :class:`adapt.grid.GridPoint` of the base config with
+Where the records live.  A row is a :class:`adapt.experiments.grid.GridPoint` of the base config with
 the row's variant and (for a one-option row) a ``policy`` override, so it is a custom run
-with a run id of its own (``...-x<hash>``, :func:`adapt.grid.overrides_tag`).  The points are
+with a run id of its own (``...-x<hash>``, :func:`adapt.experiments.grid.overrides_tag`).  The points are
 trained into the results root ``<results>/ablation/`` (:data:`SUBDIR`; the default
 ``results`` is :func:`adapt.paths.results_root`), i.e.
 ``results/ablation/<profile>/<run_id>/record.json``, apart from the profile grids, whose
 tables therefore never see them.  :func:`run_ablation` trains the points that have no finished
-record (the runner skips those, :func:`adapt.runner.run_point`); :func:`load_ablation` reads
+record (the runner skips those, :func:`adapt.experiments.runner.run_point`); :func:`load_ablation` reads
 them back, keeping only records whose config is the point's current config.  The figure
 goes beside them (:func:`figures_dir`).
 """
@@ -82,7 +82,7 @@ def ablation_rows() -> list:
 
 
 def effective_options(config) -> dict:
-    """The value of every ablated option in a config (an :class:`~adapt.configs.ExperimentConfig`
+    """The value of every ablated option in a config (an :class:`~adapt.config.ExperimentConfig`
     or its dict): the policy's explicit value, else the config's variant's (what
     :class:`adapt.heuristic.AdaptPolicy` resolves)."""
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -126,8 +126,8 @@ def ablation_points(config_name: str = BASE_CONFIG, seeds: Sequence[int] = SEEDS
     (otherwise the corrected endpoint would not be corrected); a ``policy`` override is
     merged into the base config's policy.
     """
-    from adapt.configs import CONFIGS
-    from adapt.grid import POINT_FIELDS, GridPoint
+    from adapt.experiments.configs import CONFIGS
+    from adapt.experiments.grid import POINT_FIELDS, GridPoint
 
     if config_name not in CONFIGS:
         raise ValueError(f"unknown config {config_name!r}; the ablation needs an 'adapt' config, "
@@ -190,9 +190,9 @@ def run_ablation(points, results_root=None, force: bool = False, verbose: bool =
     """Train the points (``ablation_points()``'s pairs or bare GridPoints) that have no finished record.
 
     In this process (the runner's ``inline`` executor), into :func:`ablation_root`; returns the
-    runner's status frame (:func:`adapt.runner.run_grid`).  ``force`` retrains finished points.
+    runner's status frame (:func:`adapt.experiments.runner.run_grid`).  ``force`` retrains finished points.
     """
-    from adapt.runner import run_grid
+    from adapt.experiments.runner import run_grid
 
     pts = [p[1] if isinstance(p, tuple) else p for p in points]
     return run_grid(points=pts, results_root=ablation_root(results_root), executor="inline", force=force,
@@ -208,8 +208,8 @@ def load_ablation(points, results_root=None) -> tuple:
     """
     import pandas as pd
 
-    from adapt.grid import _jsonable
-    from adapt.results import read_record
+    from adapt.experiments.grid import _jsonable
+    from adapt.records import read_record
 
     root = ablation_root(results_root)
     records, rows = [], []

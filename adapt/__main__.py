@@ -1,0 +1,6 @@
+"""``python -m adapt ...`` is the ``adapt`` command (:mod:`adapt.cli`)."""
+import sys
+
+from adapt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,208 @@
+"""What one training run is: the :class:`ExperimentConfig` dataclass and its validation.
+
+The named configs with the papers' hyperparameters (the registry ``CONFIGS``) are experiment
+machinery and live in :mod:`adapt.experiments.configs`; this module is what the training loop
+needs, and it validates every field against the code that consumes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+__all__ = ["ExperimentConfig", "allowed_values", "METHODS", "SCHEDULERS", "PROTOCOLS"]
+
+METHODS = ("float32", "fixed", "adapt", "muppet")
+SCHEDULERS = ("plateau", "step", "none")
+PROTOCOLS = ("kfold", "holdout", "none")
+
+
+# ---------------------------------------------------------------------------------------
+# What the rest of the package accepts, read from the code that consumes each field (the model
+# table of adapt.models, the data set table of adapt.data, the parameters of each policy's
+# constructor), so that validation cannot drift from it.  Reading them imports those modules
+# (and torch) once, at the first validation.
+
+#: method -> (module, policy class) of the policies built from ``config.policy``;
+#: ``float32`` builds ``Float32Policy()`` and takes no options.
+_POLICY_CLASSES = {"fixed": ("policies", "FixedPrecisionPolicy"), "adapt": ("heuristic", "AdaptPolicy"),
+                   "muppet": ("muppet", "MuppetPolicy")}
+
+
+@functools.lru_cache(maxsize=None)
+def allowed_values() -> dict:
+    """``{"model": names, "dataset": names, "init": ..., "variant": ..., "policy": {method:
+    option names}}``: what :meth:`ExperimentConfig.validate` accepts.
+
+    A policy's options are its constructor's parameters, less the config fields that its
+    ``from_config`` passes itself (AdaPT: ``variant`` and ``seed``).
+    """
+    import importlib
+
+    from adapt import data, heuristic, models
+
+    config_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+    def options(method):
+        module, cls = _POLICY_CLASSES[method]
+        policy_cls = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+        skip = config_fields if "from_config" in vars(policy_cls) else set()
+        params = inspect.signature(policy_cls).parameters.values()
+        return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip)
+
+    return {"model": tuple(models.MODELS), "dataset": tuple(data.DATASETS), "init": tuple(models.INITS),
+            "variant": tuple(heuristic.VARIANTS),
+            "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}}}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one training run.  ``policy`` holds the method's own options."""
+
+    name: str = "custom"
+    model: str = "alexnet_cifar"
+    dataset: str = "digits"
+    method: str = "float32"
+    variant: str = "reference"
+    profile: str = "custom"
+    epochs: int = 10
+    batch_size: int = 32
+    accumulation_steps: int = 1
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    l1_decay: float = 0.0
+    scheduler: str = "none"
+    plateau_patience: int = 10
+    plateau_threshold: float = 1e-6
+    plateau_factor: float = 0.1
+    step_milestones: tuple = (50, 100)
+    step_gamma: float = 0.1
+    protocol: str = "kfold"
+    n_folds: int = 10
+    fold: int = 0
+    val_fraction: float = 0.2
+    subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    init: str = "paper"
+    seed: int = 0
+    rounding: str = "stochastic"
+    augment: bool = True
+    eval_batch_size: int = 500
+    target_accuracy: Optional[float] = None
+    policy: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field, its value and what is allowed."""
+        allowed_names = allowed_values()
+
+        def need(cond, fieldname, allowed, hint=""):
+            if not cond:
+                raise ValueError(f"config field {fieldname!r} must be {allowed}, got {getattr(self, fieldname)!r}{hint}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def integer(fieldname, low=1):
+            v = getattr(self, fieldname)
+            need(is_int(v) and v >= low, fieldname, "a positive integer" if low == 1 else f"an integer >= {low}")
+
+        def number(fieldname, ok, allowed):
+            v = getattr(self, fieldname)
+            need(is_number(v) and ok(v), fieldname, f"a finite number {allowed}")
+
+        def one_of(fieldname, values):
+            v = getattr(self, fieldname)
+            need(isinstance(v, str) and v in values, fieldname, f"one of {tuple(values)}")
+
+        for f in ("name", "profile"):
+            need(isinstance(getattr(self, f), str) and getattr(self, f) != "", f, "a non-empty string")
+        one_of("model", allowed_names["model"])
+        one_of("dataset", allowed_names["dataset"])
+        one_of("method", METHODS)
+        one_of("variant", allowed_names["variant"])
+        one_of("scheduler", SCHEDULERS)
+        one_of("protocol", PROTOCOLS)
+        one_of("rounding", ("stochastic", "nearest"))
+        one_of("init", allowed_names["init"])
+        for f in ("epochs", "batch_size", "accumulation_steps", "eval_batch_size", "plateau_patience", "n_folds"):
+            integer(f)
+        if self.protocol == "kfold":
+            need(self.n_folds >= 2, "n_folds", "an integer >= 2 with protocol 'kfold'")
+        need(is_int(self.fold) and 0 <= self.fold < self.n_folds, "fold", f"an integer in [0, {self.n_folds - 1}]")
+        integer("seed", 0)
+        for f in ("subset", "test_subset"):
+            v = getattr(self, f)
+            need(v is None or (is_int(v) and v >= 1), f, "None or a positive integer")
+        number("lr", lambda v: v > 0, "> 0")
+        number("momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+        for f in ("weight_decay", "l1_decay", "plateau_threshold"):
+            number(f, lambda v: v >= 0, ">= 0")
+        number("plateau_factor", lambda v: 0 < v < 1, "in (0, 1)")
+        number("step_gamma", lambda v: 0 < v <= 1, "in (0, 1]")
+        number("val_fraction", lambda v: 0 < v < 1, "in (0, 1)")
+        need(self.target_accuracy is None or (is_number(self.target_accuracy) and 0 < self.target_accuracy <= 1),
+             "target_accuracy", "None or a finite number in (0, 1]")
+        for f in ("nesterov", "augment"):
+            need(isinstance(getattr(self, f), bool), f, "a bool (True or False)")
+        need(not self.nesterov or self.momentum > 0, "nesterov", "False when momentum is 0 (SGD's rule)",
+             f" with momentum {self.momentum!r}")
+        m = self.step_milestones
+        need(isinstance(m, (tuple, list)) and all(is_int(e) and e >= 1 for e in m)
+             and all(a <= b for a, b in zip(m[:-1], m[1:])), "step_milestones",
+             "a tuple (or list) of non-decreasing integers >= 1 (epochs)")
+        self._validate_policy(need, allowed_names["policy"][self.method])
+
+    def _validate_policy(self, need, options: tuple) -> None:
+        policy, method = self.policy, self.method
+        need(isinstance(policy, dict), "policy", "a dict of the method's options")
+        if method == "float32":
+            need(not policy, "policy", "empty for method 'float32' (plain float32 training has no options)")
+            return
+        what = f"a dict of the options of method {method!r} ({', '.join(options)})"
+        need(all(isinstance(k, str) for k in policy), "policy", what, ": option names are strings")
+        unknown = [k for k in policy if k not in options]
+        if unknown:
+            notes = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, options, n=1)
+                notes.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            need(False, "policy", what, f"; unknown option{'s' if len(unknown) > 1 else ''} {', '.join(notes)}")
+        try:
+            json.dumps(policy)
+        except (TypeError, ValueError) as exc:  # the run record stores the config as JSON
+            need(False, "policy", "a dict of JSON values (numbers, strings, booleans, None, lists, dicts)",
+                 f": {exc}")
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: tuples (also inside ``policy``) become lists, so a record's
+        config compares equal to the config it was written from."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        d = dict(d)
+        if "step_milestones" in d:
+            d["step_milestones"] = tuple(d["step_milestones"])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+        return cls(**d)
