@@ -44,7 +44,8 @@ def allowed_values() -> dict:
     """
     import importlib
 
-    from adapt import data, heuristic, models
+    from adapt import heuristic, models
+    from adapt.data.base import DATASETS
 
     config_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
 
@@ -55,7 +56,7 @@ def allowed_values() -> dict:
         params = inspect.signature(policy_cls).parameters.values()
         return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip)
 
-    return {"model": tuple(models.MODELS), "dataset": tuple(data.DATASETS), "init": tuple(models.INITS),
+    return {"model": tuple(models.MODELS), "dataset": tuple(DATASETS), "init": tuple(models.INITS),
             "variant": tuple(heuristic.VARIANTS),
             "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}}}
 

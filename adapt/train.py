@@ -84,7 +84,8 @@ def make_policy(config: ExperimentConfig) -> PrecisionPolicy:
 
 def prepare_data(config: ExperimentConfig, device):
     """(train, val or None, test) ImageDatasets on ``device``, split by the config's protocol."""
-    from adapt.data import load_dataset, make_splits
+    from adapt.data.datasets import load_dataset
+    from adapt.data.splits import make_splits
 
     train_full, test = load_dataset(config.dataset, subset=config.subset, test_subset=config.test_subset,
                                     seed=config.seed)
@@ -113,7 +114,7 @@ def build(config: ExperimentConfig, num_classes: int, device):
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int) -> tuple:
     """Mean cross-entropy and top-1 accuracy of ``model`` on ``dataset`` (no augmentation)."""
-    from adapt.data import DeviceLoader
+    from adapt.data.loader import DeviceLoader
 
     if dataset is None:
         return None, None
@@ -352,7 +353,7 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
         elif config.scheduler == "step":
             scheduler = _StepDecay(optimizer, config.step_milestones, config.step_gamma)
 
-    from adapt.data import DeviceLoader
+    from adapt.data.loader import DeviceLoader
 
     loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
                           seed=config.seed)

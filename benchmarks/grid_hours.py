@@ -43,13 +43,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt import data as data_module  # noqa: E402
+from adapt.data import datasets as data_module  # noqa: E402
+from adapt.data.base import ImageDataset  # noqa: E402
 from adapt import train  # noqa: E402
 from adapt.experiments.configs import PROFILES  # noqa: E402
 from adapt.experiments.grid import grid  # noqa: E402
 
 #: (train images, test images, channels, classes) of each data set as adapt loads it
-#: (adapt.data.DATASETS; the MNIST family is resized to 32x32, EMNIST is the balanced split).
+#: (adapt.data.base.DATASETS; the MNIST family is resized to 32x32, EMNIST is the balanced split).
 SHAPES = {
     "cifar10": (50_000, 10_000, 3, 10),
     "cifar100": (50_000, 10_000, 3, 100),
@@ -82,7 +83,7 @@ def random_dataset(name: str, max_train=None, seed: int = 0):
         images = torch.randint(0, 256, (n, channels, 32, 32), generator=g, dtype=torch.uint8)
         # Balanced labels in random order: the k-fold split is stratified and needs every class in every fold.
         labels = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
-        return data_module.ImageDataset(images, labels, [str(i) for i in range(classes)], name)
+        return ImageDataset(images, labels, [str(i) for i in range(classes)], name)
 
     return make(n_train), make(n_test)
 

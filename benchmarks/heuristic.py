@@ -6,7 +6,7 @@
 What is timed: whole optimizer steps of the training loop's step (forward, cross-entropy +
 L1, backward, then :func:`adapt.train.optimizer_step`: ``quantize_grads``,
 ``policy.before_step``, SGD on the masters, ``quantize_weights``, ``policy.after_step``), on random
-CIFAR-shaped batches (``adapt.data.synthetic``: the accuracy is meaningless, only time
+CIFAR-shaped batches (``adapt.data.datasets.synthetic``: the accuracy is meaningless, only time
 counts), after ``--warmup`` untimed steps.  Three runs:
 
 * ``float32``: the paper's float32 baseline config (plain SGD, no quantization);
@@ -51,7 +51,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapt.experiments.configs import get_config  # noqa: E402
-from adapt.data import DeviceLoader, synthetic  # noqa: E402
+from adapt.data.loader import DeviceLoader
+from adapt.data.datasets import synthetic  # noqa: E402
 from adapt.train import build, l1_penalty, optimizer_step  # noqa: E402
 
 

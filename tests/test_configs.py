@@ -133,11 +133,12 @@ def test_valid_policy_options_of_each_method_are_accepted():
 
 # ------------------------------------------------------------------ the allowed names come from the code
 def test_allowed_names_match_the_modules():
-    from adapt import data, heuristic, models, muppet, policies
+    from adapt import heuristic, models, muppet, policies
+    from adapt.data.base import DATASETS
 
     allowed = allowed_values()
     assert allowed["model"] == tuple(models.MODELS)
-    assert allowed["dataset"] == tuple(data.DATASETS)
+    assert allowed["dataset"] == tuple(DATASETS)
     assert allowed["init"] == models.INITS and allowed["variant"] == heuristic.VARIANTS
     opts = allowed["policy"]
     assert opts["float32"] == ()

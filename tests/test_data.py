@@ -18,28 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-import adapt.data as data
-from adapt.data import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    DATASETS,
-    ChecksumMismatch,
-    DatasetNotAvailable,
-    DeviceLoader,
-    ImageDataset,
-    augment_batch,
-    cifar_md5s,
-    default_root,
-    holdout_split,
-    kfold_split,
-    load_cifar,
-    load_dataset,
-    make_splits,
-    normalize,
-    read_cifar_pickle,
-    stratified_subset,
-    synthetic,
-)
+import adapt.data.base as data_base
+import adapt.data.files as data
+from adapt.data.base import CIFAR_MEAN, CIFAR_STD, DATASETS, ChecksumMismatch, DatasetNotAvailable, ImageDataset, default_root
+from adapt.data.loader import DeviceLoader, augment_batch, normalize
+from adapt.data.files import cifar_md5s, load_cifar, read_cifar_pickle
+from adapt.data.splits import holdout_split, kfold_split, make_splits
+from adapt.data.datasets import load_dataset, stratified_subset, synthetic
 
 MEAN = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
@@ -320,7 +305,7 @@ def test_adapt_data_env_var_is_honoured(tmp_path, monkeypatch, offline):
 
 def test_default_root_is_repo_data(monkeypatch):
     monkeypatch.delenv("ADAPT_DATA", raising=False)
-    assert default_root() == Path(data.__file__).resolve().parents[1] / "data"
+    assert default_root() == Path(data_base.__file__).resolve().parents[2] / "data"
 
 
 # ============================================================================ archive placed by hand, unusable roots
@@ -498,7 +483,7 @@ def test_root_that_cannot_be_created(tmp_path, offline, monkeypatch):
 
 def test_root_that_cannot_be_written(tmp_path, offline, monkeypatch):
     real_access = os.access
-    monkeypatch.setattr(data.os, "access", lambda p, mode, **kw: False if Path(p) == tmp_path
+    monkeypatch.setattr(data_base.os, "access", lambda p, mode, **kw: False if Path(p) == tmp_path
                         else real_access(p, mode, **kw))
     monkeypatch.setenv("ADAPT_DATA", str(tmp_path))
     with pytest.raises(data.DataRootError) as err:

@@ -76,7 +76,8 @@ def fake_quant(model, x):
 
 @pytest.fixture(scope="module")
 def digits():
-    from adapt.data import load_digits, normalize
+    from adapt.data.datasets import load_digits
+    from adapt.data.loader import normalize
 
     train, test = load_digits()
     return normalize(train.images), train.labels, normalize(test.images), test.labels

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from adapt.experiments.configs import PROFILES
-from adapt.data import DATASETS, load_dataset
+from adapt.data.base import DATASETS
+from adapt.data.datasets import load_dataset
 from adapt.experiments.grid import grid
 from benchmark_scripts import load_benchmark
 

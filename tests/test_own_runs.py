@@ -241,7 +241,7 @@ def test_load_record_names_the_file_and_the_problem(tmp_path):
 
 
 def test_the_whole_failure_message_is_recorded(tmp_path, monkeypatch):
-    from adapt.data import DatasetNotAvailable
+    from adapt.data.base import DatasetNotAvailable
 
     message = "CIFAR-10 is not available: no network.\n  Missing from /x: data_batch_1\nor point $ADAPT_DATA at it"
 

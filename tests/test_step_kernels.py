@@ -24,7 +24,7 @@ from torch import nn
 from adapt import _cpu_kernels as kernels
 from adapt import quant, train
 from adapt.experiments.configs import get_config
-from adapt.data import DeviceLoader
+from adapt.data.loader import DeviceLoader
 from adapt.layers import QuantizedModel
 from adapt.quant import SERIAL_BELOW, DynamicFixedPoint, FixedPoint, fixed_point, fixed_point_many
 from adapt.train import L1Gradient, evaluate, prepare_data

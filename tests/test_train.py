@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from adapt import records as results
 from adapt.experiments.configs import CONFIGS, config_names, get_config
 from adapt.config import ExperimentConfig
-from adapt.data import DeviceLoader
+from adapt.data.loader import DeviceLoader
 from adapt.models import build_model
 from adapt.analysis.tables import runs_frame
 from adapt.train import evaluate, pick_device, prepare_data, run

@@ -280,7 +280,7 @@ def _sdm_configs() -> dict:
 
 
 def _mnist5k_configs() -> dict:
-    """LeNet-5 on the 5,000 bundled MNIST images (:func:`adapt.data.load_mnist5k`), CPU, offline.
+    """LeNet-5 on the 5,000 bundled MNIST images (:func:`adapt.data.datasets.load_mnist5k`), CPU, offline.
 
     Close to the official LeNet-5/MNIST configs (``lenet_msgd_fp_mnist.ini``,
     ``lenet_sgd_fl32_mnist.ini``): the same model, preprocessing (Resize 32, MNIST
