@@ -1,162 +1,25 @@
 """The analytical cost model: per-layer MAdds, bit-weighted training/inference cost, size and memory.
 
-Specification: docs/method.md §1.7 (the released ``utils/analytics.py`` of
-the official AdaPT code) and §4 item 12 (its bugs).  Two variants of everything:
+Specification: docs/method.md §1.7 (the released ``utils/analytics.py`` of the official AdaPT
+code, and the corrected model's formulas) and §4 item 12 (the release's bugs).  Two variants of
+everything:
 
 ``"reference"``
-    The released formulas and their bookkeeping, quirks included, applied to our
-    models and run records.  Use it to compare with the paper's numbers.
+    The released formulas and their bookkeeping, quirks included, applied to our models and run
+    records (:func:`layer_costs` walks the modules in registration order with a carried image
+    size; logged entries are matched to rows by position).  Use it to compare with the paper.
 ``"corrected"``
-    Standard multiply-accumulate counts from the executed module graph, forward and
-    backward priced explicitly, sizes weighted by parameter counts.  Use it for any
-    claim of our own.
+    Multiply-accumulate counts of the executed module graph (equal to
+    ``torch.utils.flop_counter``'s, :func:`flop_counter_macs`), forward and backward priced
+    explicitly, AdaPT's switching work priced from what PushDown/PushUp compute, sizes weighted
+    by parameter counts.  Use it for any claim of our own.
 
-Per-layer MAdds (:func:`layer_costs`)
--------------------------------------
-``reference`` walks ``model.modules()`` in *registration* order (``nn.Sequential``
-containers skipped, every other module kept, as released) carrying an image size
-``(H, W, C)`` that starts at the input shape.  Per module (``H, W, C`` the carried
-size before the module, ``Ho, Wo`` its output size by the usual floor formula):
-
-* ``Conv2d``: ``2*H*W*(C_in*k_h + 1)*C_out*C`` -- input ``H*W``, only ``k_h``, and
-  ``C`` (= the carried channels) multiplied in again.  The released ``analyse()``
-  has the conv branch **twice**, so every conv yields **two rows**; the first pass
-  sets the carried size to ``(Ho, Wo, C_out)`` and the second pass is evaluated on
-  that already-shrunk map (and shrinks it once more: a stride-4 conv turns 32x32
-  into 8x8 and then 2x2).  The heuristic tensor size is ``k_h*k_w*C_out``.
-* ``Linear`` (m -> n): ``2*m*n - m``; the carried size is left unchanged; tensor
-  size ``H*W*C`` of the carried map.
-* ``MaxPool2d`` / ``AvgPool2d``: ``Ho*Wo*C``; tensor size ``H*W*C``.
-* ``BatchNorm2d``: ``4*H*W*C``; tensor size ``H*W*C``.
-* Activation term: if the **next module in the list** is an ``nn.ReLU`` add
-  ``Ho*Wo*C`` (``4*Ho*Wo*C`` for ``nn.Tanh``) where ``C`` is the carried channel
-  count *before* the module (for a linear: ``m*n*C``).  "Next" is registration order,
-  so the term depends on where the model registers its ReLUs: the released
-  ``QResNet_FP`` registers one shared ReLU after ``bn1`` of each block, ours
-  (:mod:`adapt.models`) one ReLU after ``bn1`` and one after the shortcut, so on
-  our ResNet-20 the last BN of every block also gets the term (see the tests for the
-  size of that difference).  On AlexNet the module order equals the released one.
-* Python floor division throughout: a map that shrank to 1x1 gives
-  ``(1 - 2)//2 + 1 = 0`` after a 2x2 pool, and every later row is 0.
-
-``corrected`` runs the model once (``eval()``, batch 1) with forward hooks on every
-leaf module, so shapes come from real execution, and counts per sample:
-
-* ``Conv2d``: ``macs = Ho*Wo*C_out*(C_in/groups)*k_h*k_w``; ``Linear``: ``macs = m*n``.
-  These are exactly what ``torch.utils.flop_counter.FlopCounterMode`` counts, as
-  FLOPs = 2*MACs (:func:`flop_counter_macs` cross-checks them).
-* Small terms (``small_ops``; the FLOP counter counts none of them): bias
-  ``Ho*Wo*C_out`` (``n`` for a linear); ``BatchNorm2d`` ``H*W*C`` (eval mode: one
-  folded multiply-add per element); ``ReLU`` ``H*W*C``; ``MaxPool2d``
-  ``Ho*Wo*C*(k_h*k_w - 1)`` comparisons; ``AvgPool2d`` ``Ho*Wo*C*k_h*k_w``
-  (adds plus the scaling).  Not counted: functional operations that are not modules
-  (the residual add, flatten).
-* ``madds = macs + small_ops``; ``tensor_size`` = the weight's ``numel``.
-
-Totals per sample at 32x32 (tests/test_costmodel.py pins them):
-
-=============  ===========  ===========================  ===========================
-model          reference    corrected (MACs + small)     FlopCounterMode MACs
-=============  ===========  ===========================  ===========================
-AlexNet-C10    62,756,352   14,984,714                   14,957,056
-ResNet-20 C10  445,481,408  41,206,410                   40,813,184
-=============  ===========  ===========================  ===========================
-
-On AlexNet the released bookkeeping shrinks the map to 0x0 at ``pool2``, so conv3-5
-and the linear layer's input contribute nothing and the two conv1 and conv2 rows carry
-almost all of the count.  With the released registration order of ResNet-20 (one
-shared ReLU per block) the reference total is 445,431,680.
-
-Training cost from a run record
--------------------------------
-``reference`` (released ``analyse()``): the logged entries are matched to the rows
-of the reference table **by position** (entry ``j`` takes row ``j``, whatever
-layer it is), as released.  Which tensors are entries: the official logger drops
-names containing "bias"; the AlexNet qmap names entries by layer class (so nothing
-is dropped, 12 entries) and the ResNet qmap by parameter name (biases dropped: 43
-entries).  :data:`RELEASED_LOG_KEEPS_BIASES` reproduces that per model.  Per logged
-point ``i`` and entry ``j`` (``nz = 1 - sparsity``, ``T`` the row's tensor size)::
-
-    bisect   = 2*log2(WL - 8) if WL > 8 else 1
-    marvin   = 3*T*bisect*res*nz + (LB + 1)*T + 1
-    overhead = 32*marvin*INTERVAL / (LB*ACCUMULATION_STEPS)      (0 without a lookback trace)
-    cost_q  += nz*(MAdds*WL + overhead);   cost_fp32 += MAdds*32
-
-and ``train_speedup = 2*sum(cost_fp32) / (sum(cost_q) + sum(cost_fp32))``.  INTERVAL is
-the record's logging interval (``record["traces"]["interval"]``, default 10 = the
-official value).
-
-``corrected``: one row per executed layer; layer ``l`` takes the word length ``b``
-and sparsity of its own weight tensor (by name; a parameter-free layer -- ReLU,
-pooling -- takes the bits of the closest preceding parameterized layer, whose
-output it consumes, and sparsity 0).  Per training sample::
-
-    forward   nz*macs*b + small_ops*b
-    backward  (nz*macs*[needs input grad] + macs*[has weight] + small_ops) * g
-              -- the two GEMMs of the backward pass: activation gradients (the
-              weights times the output gradient; skipped for a layer fed by the
-              model input, which PyTorch does not compute either) and weight
-              gradients (the output gradient times the input activations)
-    g = max(b, bits of the activation gradients) -- 32 for AdaPT and the fixed
-        policy (activation gradients stay float32), b for MuPPET (its backward hooks
-        quantize them)
-
-A multiply-accumulate of a ``b``-bit operand with a ``g``-bit one costs
-``max(b, g)`` bit-units (linear in the bit width, as the released model prices
-``MAdds*WL``); weight sparsity skips the products with a zero weight.  Per optimizer
-step: ``batch_size*accumulation_steps`` samples, plus the SGD update
-``4*P*32`` (momentum, weight decay, update on the FP32 masters; the same for the
-float32 baseline), plus AdaPT's switching overhead, per weight tensor of ``n``
-elements (first slice ``n0 = n/shape[0]``) and priced at 32 bits (float arithmetic)::
-
-    4*n                          every step (normalize the gradient, accumulate, norm of the sum)
-    (E*(5*n0 + 3*res) + 2) / LB  every LB steps: E push-down loss evaluations (quantize,
-                                 two histograms of the first slice, the KL over res bins),
-                                 E = ceil(log2(FL - 4)) + ceil(log2(WL - FL)) bisection steps
-
-Each logged point stands for the optimizer steps until the next one (the last for
-the steps left until the end of the run).  ``train_speedup = F/Q`` with ``F`` the
-float32 cost of the same steps.  The quantizers themselves are not priced (a
-fixed-point datapath rounds for free).
-
-Other figures (both variants; see :func:`run_figures` for the full list)
-------------------------------------------------------------------------
-* Iso-accuracy: the logged validation accuracies are the per-epoch ``val_acc`` of
-  the record (``test_acc`` when a run has no validation split).  ``reference``: as
-  released, ``iso = k/len(acc)`` with ``k`` the 0-based index of the first entry
-  ``>= target`` (``iso = 1`` if none), ``SU_iso = SU/iso`` (``inf`` when ``k = 0``,
-  where the release divides by zero), ``iso_epoch = int(MAX_EPOCHS*iso) + 1``.
-  ``corrected``: the quantized cost up to the end of epoch ``k`` (``k + 1`` epochs)
-  against the float32 cost of the whole run; NaN when the target is never reached.
-  Default targets: the record's ``target_accuracy``, else :data:`TARGET_ACCURACY`.
-* Inference speedup at the final logged state: ``reference``
-  ``sum MAdds*32 / sum nz*MAdds*WL`` over the entries; ``corrected`` forward only,
-  ``sum madds*32 / sum (nz*macs + small_ops)*b``.
-* Model size ratio at the final state: ``reference`` ``sum_j WL_j * mean_j nz_j /
-  (32 * #entries)`` (unweighted); ``corrected`` ``sum_k n_k*nz_k*WL_k / (32*P)`` over
-  all tensors (and the dense ``sum_k n_k*WL_k / (32*P)``, what an export stores).
-* Memory footprint: ``reference`` ``1 + 2*sum_i size_q(i) / sum_i size_fp32(i)``;
-  ``corrected`` the training state relative to float32 training, averaged over the
-  run: a tensor at ``WL < 32`` holds an FP32 master plus ``WL``-bit weights and
-  ``WL``-bit gradients, a float32 tensor weights and gradients; both hold a float32
-  momentum buffer when ``momentum > 0``.
-* Sparsity: ``reference`` ``1 - mean_j nz_j`` (final) and its mean over logged points
-  (average); ``corrected`` parameter-weighted (and step-weighted for the average).
-* Versus MuPPET's float32 baseline (150 epochs, batch 128, no accumulation):
-  ``reference`` ``(150/MAX_EPOCHS)*2*F / (Q + F*bs/ACCUM)`` with ``bs = 128/BATCH_SIZE``
-  on CIFAR (as released; ``bs = 1`` for other data sets); ``corrected`` the cost of
-  150 float32 epochs at batch 128 (``ceil(N/128)`` steps each, ``N`` the run's samples
-  per epoch) over the run's total cost ``Q``.  Both compare against 150 epochs, so they
-  are meaningful for full-length runs only (a 2-epoch smoke run gets a huge number).
-
-MuPPET (:func:`muppet_figures`): from a static ``(bits, epochs)`` schedule
-(:data:`MUPPET_SCHEDULES`, the "MuPPET results from paper" of the released code) or
-from a live MuPPET record.  ``reference`` follows the released synthetic log: one
-entry per conv/BN/pool/linear module (registration order), one logged point per
-epoch, no sparsity and no overhead; a live record is first reduced to its per-epoch
-bits.  The released ResNet branch analyses the AlexNet file (AlexNet model and
-AlexNet schedule): ``released_resnet_bug=True`` reproduces that.  ``corrected``
-prices every epoch as above with ``g = b``.
+Entry points: :func:`layer_costs` and :func:`total_madds` (per layer and per sample),
+:func:`trace_costs` (per logged point of a run record), :func:`run_figures` (a record's speedups,
+size, memory and sparsity), :func:`muppet_figures` (MuPPET from a schedule or a record) and
+:func:`figures_frame` (many records).  Totals per sample at 32x32 are pinned by
+tests/test_costmodel.py (AlexNet-C10: 62,756,352 reference, 14,984,714 corrected; ResNet-20:
+445,481,408 and 41,206,410).
 """
 from __future__ import annotations
 

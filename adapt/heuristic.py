@@ -29,76 +29,15 @@ new format on the weight and its gradient.  1-D tensors (biases, BatchNorm) take
 another tensor's format, and every quantized layer's input and output formats are
 set from the parameter formats (see the options below).
 
-Options: every released quirk is a named option
------------------------------------------------
-``variant="reference"`` sets every option as released; ``variant="corrected"`` fixes
-all of them; an option passed explicitly overrides the variant's choice.
-
-========================  ==========================================  ================================================
-option                    released behaviour (``"reference"``)        corrected behaviour (``"corrected"``)
-========================  ==========================================  ================================================
-``test_slice``            ``"first"``: PushDown tests only the first  ``"all"``: the whole FP32 weight tensor.
-                          slice ``master[0]`` (the first output
-                          filter).
-``kl``                    ``"reference"``:                            ``"corrected"``: a true ``D_KL(P||Q) = sum P
-                          ``KLDivLoss(reduction="batchmean",          log(P/Q)`` in float64, both histograms over the
-                          log_target=True)(P, Q)`` fed                common range of ``w`` and ``Q(w)`` (saturated
-                          *probabilities*, i.e. ``(1/res) sum         values count), each smoothed ``(p + eps) / (1 +
-                          exp(Q)(Q - P)``; ``Q(w)``'s histogram over  res eps)``, ``eps = KL_EPSILON = 1e-10``.
-                          ``[min w, max w]``, values outside
-                          dropped.
-``kl_threshold``          ``0.0``: information loss iff the test      ``"g_test"``: iff ``D_KL > chi2.isf(kl_alpha,
-                          value ``> 0`` (the corrected ``D_KL`` of a  res - 1) / (2 n)`` (:func:`loss_free_threshold`,
-                          real tensor is practically never 0).        ``n`` values tested, ``kl_alpha = 0.05``): the
-                                                                      histogram's own sampling noise.  Any float
-                                                                      ``>= 0`` may be given instead.
-``fl_probe``              ``"lo"``: the FL bisection evaluates the    ``"mid"``: it evaluates ``mid``.
-                          loss at its lower bound, not at ``mid``.
-``bisection_return``      ``"lower"``: both bisections return the     ``"first_loss_free"``: lower-bound searches
-                          lower bracket (a value that showed loss,    whose bracket starts one below the floor (every
-                          or the untested floor).                     value in range is a candidate), returning the
-                                                                      smallest loss-free value.
-``activation_map``        ``"released"``: AlexNet: quantizable layer  ``"own"``: each layer quantizes its input and
-                          ``k`` uses the format of *parameter         output with its own weight's format (a layer
-                          tensor* ``k`` (``QAlexNet_FP.forward``);    without a weight -- BatchNorm, pooling -- with
-                          ResNet: the ``__forward_helper`` mapping    that of the nearest preceding layer that has
-                          (see :func:`activation_sources`).           one).
-``bias_format``           ``"preceding"``: a 1-D tensor copies WL,    ``"own_layer"``: a 1-D tensor takes the values
-                          FL, resolution and lookback from the        of its own layer's weight after all weights have
-                          tensor just before it in                    switched; BatchNorm (no weight) those of the
-                          ``named_parameters()`` order, during the    nearest preceding layer that has one (the conv
-                          same pass (tensor 0 copies the *last*       feeding it).
-                          tensor, one step late: ``qmap[i - 1]``
-                          with ``i = 0``).
-``normalize_gradients``   ``True``: every gradient is divided by its  ``False``: SGD sees the quantized gradient; GD =
-                          L2 norm before SGD; GD = count / ||S||.     sum ||g_k|| / ||sum g_k||.
-``strategy_average``      ``"released"``: ``|sum(history)| /          ``"mean"``: the mean of the last ``avg_lb``
-                          avg_lb`` over a history of ``avg_lb + 1``   losses.
-                          losses.
-``initial_quantization``  ``"first_step"``: the first forward pass    ``"setup"``: weights are quantized with the
-                          uses the unquantized initial weights (the   initial format before the first step.
-                          release quantizes only after each
-                          optimizer step).
-========================  ==========================================  ================================================
-
-Per-model settings of the release (same in both variants, set by the configs):
-``loss_penalty`` (``True``: the WL penalty ``pen`` enters the strategy rule's loss, as in
-``QAlexNet_FP``, ``QResNet_FP`` and ``QAlexNet_MNIST_FP``; ``False``: ``QLeNet5_FP`` and
-``QResNet_MNIST_FP``, where the penalty is commented out, lorenz0890/AdaPT@81e54e0
-models/lenet5_fp.py L143-L150, models/resnet_mnist_fp.py L244-L251) and ``lookback_bounds``
-(``"checked"``: ``min_lookback <= max_lookback`` is required; ``"literal"``: a released
-config with ``MIN_LOOKBACK > MAX_LOOKBACK`` runs as written, see :func:`next_lookback`).
-
-Options that are not quirks (same default in both variants): ``switch_at`` --
-``"step"`` (released: a tensor switches at the optimizer step where its count
-reaches its lookback) or ``"epoch"`` (the v4 abstract's "between training epochs":
-steps still normalize, accumulate and adapt lookback and resolution, but the
-``count >= lookback`` test and PushDown/PushUp run only in :meth:`AdaptPolicy.end_epoch`,
-on the masters after the epoch's last step; a tensor below its lookback keeps
-accumulating into the next epoch; weights are re-quantized after the switches);
-``kl_alpha`` (the significance level of ``kl_threshold="g_test"``, 0.05; unused
-otherwise); ``kl_epsilon`` (the corrected KL's smoothing, ``KL_EPSILON``); ``fl_floor``
-(4, hard-coded in the release); ``log_interval`` (10 steps).
+Options: every released quirk is a named option (:data:`VARIANT_OPTIONS`)
+----------------------------------------------------------------------------
+``variant="reference"`` sets every option as released; ``variant="corrected"`` fixes all of
+them; an option passed explicitly overrides the variant's choice.  The options (``test_slice``,
+``kl``, ``kl_threshold``, ``fl_probe``, ``bisection_return``, ``activation_map``, ``bias_format``,
+``normalize_gradients``, ``strategy_average``, ``initial_quantization``), what each does in
+either variant and the release's lines are the table of docs/method.md §1.4.12; the options that
+are not quirks (``switch_at``, ``kl_alpha``, ``kl_epsilon``, ``fl_floor``, ``log_interval``) and the
+per-model settings (``loss_penalty``, ``lookback_bounds``) follow it.
 
 Where things run.  Per step the policy makes two device syncs (nonzero counts with the
 gradient norms, then the gradient diversities; multi-tensor ``torch._foreach_*`` kernels
@@ -106,11 +45,7 @@ otherwise).  The information-loss bisection runs on a CPU copy of the tested sli
 policy's own CPU ``torch.Generator`` (seeded from ``seed``), so its random numbers are the
 same on every device and it costs one copy per switch rather than a sync per probe.
 
-Numerics.  GD, ``max_lookback / GD`` and ``t = ln(GD) - 1`` are float32 computations
-in the release (they are tensor expressions there) and are computed in float32 here
-too, so ceilings at near-integer values fall the same way; the lookback blend
-``lb_new * m + lb * (1 - m)`` is Python float64 as released.  The loss history of the
-strategy rule is kept in float64 (float32 tensors in the release).
+Numerics: docs/method.md §1.4.13.
 
 The strategy rule's loss.  The official closure returns ``(CE + l1 + pen) / accum``
 where ``pen = mean_i(WL_i / 32 * nnz(p_i) / numel(p_i))`` (docs/method.md §1.5).  The loop
