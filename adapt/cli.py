@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from adapt import paths
-from adapt.experiments import cluster
+from adapt.experiments import cluster, reproduce
 from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, grid, select, shard
 from adapt.experiments.runner import print_status, run_grid, run_workers, train_point
+from adapt.records import FINISHED
 
 __all__ = ["main", "parse_sets"]
 
@@ -94,7 +95,7 @@ def _run(args) -> int:
     except Exception as exc:  # the record says failed; the message says what to do
         print(f"adapt run: {point.run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    return 0 if record["status"] in ("completed", "diverged") else 1
+    return 0 if record["status"] in FINISHED else 1
 
 
 def _configs(args) -> int:
@@ -120,8 +121,8 @@ def grid_parser(prog: str = "adapt grid") -> argparse.ArgumentParser:
     parser.add_argument("profile", choices=PROFILES)
     parser.add_argument("--executor", choices=EXECUTORS + ("slurm", "submitit-local"), default="papermill",
                         help="papermill: execute the training notebook per point (default); inline: call adapt.train "
-                             "in this process; slurm: one SLURM job per point through submitit (pip install "
-                             "'adapt[cluster]'); submitit-local: the same jobs as local subprocesses")
+                             "in this process; slurm: one SLURM job per point through submitit (in the clone: pip "
+                             "install -e '.[cluster]', or pip install submitit); submitit-local: the same jobs as local subprocesses")
     parser.add_argument("--force", action="store_true", help="recompute finished points")
     parser.add_argument("--results", default=None,
                         help=f"results root (default: ${paths.RESULTS_ENV} if set, else the repository's results/)")
@@ -295,7 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     configs = sub.add_parser("configs", help="list the config names")
     configs.add_argument("profile", nargs="?", default=None)
     configs.set_defaults(func=_configs)
+    rep = sub.add_parser("reproduce", help="retrain committed grid points into a folder of your own and compare them",
+                         description=reproduce.__doc__.split("\n")[0])
+    rep.add_argument("profile", nargs="?", default=reproduce.DEFAULT_PROFILE, choices=PROFILES,
+                     help=f"the grid (default: {reproduce.DEFAULT_PROFILE})")
+    rep.add_argument("--seeds", default=",".join(map(str, reproduce.DEFAULT_SEEDS)), metavar="S1,S2,...",
+                     help="the seeds to retrain (default: %(default)s; fold 0)")
+    rep.add_argument("--results", default="reproduced",
+                     help="where the new runs go (default: reproduced/ of the repository, which git ignores)")
+    rep.add_argument("--against", default=None,
+                     help="the committed results root to compare with (default: the repository's results/)")
+    rep.add_argument("--executor", choices=EXECUTORS, default="papermill")
+    rep.add_argument("--force", action="store_true", help="retrain runs already finished in --results")
+    rep.set_defaults(func=_reproduce)
     return parser
+
+
+def _reproduce(args) -> int:
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        rows = reproduce.reproduce(args.profile, seeds, _cli_path(args.results), _cli_path(args.against),
+                                   executor=args.executor, force=args.force)
+    except ValueError as exc:
+        print(f"adapt reproduce: {exc}", file=sys.stderr)
+        return 2
+    bad = reproduce.failed(rows)
+    if bad:
+        print(f"adapt reproduce: these runs failed (their records say why): {bad}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,57 +8,34 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["ExperimentConfig", "allowed_values", "METHODS", "SCHEDULERS", "PROTOCOLS"]
+from adapt import heuristic, models
+from adapt.data.base import DATASETS
+from adapt.methods import METHODS
 
-METHODS = ("float32", "fixed", "adapt", "muppet")
+__all__ = ["ExperimentConfig", "allowed_values", "SCHEDULERS", "PROTOCOLS"]
+
 SCHEDULERS = ("plateau", "step", "none")
 PROTOCOLS = ("kfold", "holdout", "none")
 
 
-# ---------------------------------------------------------------------------------------
-# What the rest of the package accepts, read from the code that consumes each field (the model
-# table of adapt.models, the data set table of adapt.data, the parameters of each policy's
-# constructor), so that validation cannot drift from it.  Reading them imports those modules
-# (and torch) once, at the first validation.
-
-#: method -> (module, policy class) of the policies built from ``config.policy``;
-#: ``float32`` builds ``Float32Policy()`` and takes no options.
-_POLICY_CLASSES = {"fixed": ("policies", "FixedPrecisionPolicy"), "adapt": ("heuristic", "AdaptPolicy"),
-                   "muppet": ("muppet", "MuppetPolicy")}
-
-
-@functools.lru_cache(maxsize=None)
 def allowed_values() -> dict:
-    """``{"model": names, "dataset": names, "init": ..., "variant": ..., "policy": {method:
+    """``{"model": names, "dataset": names, "init": ..., "variant": ..., "method": names, "policy": {method:
     option names}}``: what :meth:`ExperimentConfig.validate` accepts.
 
-    A policy's options are its constructor's parameters, less the config fields that its
-    ``from_config`` passes itself (AdaPT: ``variant`` and ``seed``).
+    Read from the code that consumes each field, so that validation cannot drift from it: the model
+    table (:data:`adapt.models.MODELS`), the data set table (:data:`adapt.data.base.DATASETS`), the
+    heuristic's variants and the method registry (:data:`adapt.methods.METHODS`; a method's options
+    are its policy class's :meth:`~adapt.policies.PrecisionPolicy.option_names`).  Read afresh at
+    every validation, so an entry registered at run time is accepted at once.
     """
-    import importlib
-
-    from adapt import heuristic, models
-    from adapt.data.base import DATASETS
-
-    config_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-
-    def options(method):
-        module, cls = _POLICY_CLASSES[method]
-        policy_cls = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-        skip = config_fields if "from_config" in vars(policy_cls) else set()
-        params = inspect.signature(policy_cls).parameters.values()
-        return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip)
-
     return {"model": tuple(models.MODELS), "dataset": tuple(DATASETS), "init": tuple(models.INITS),
-            "variant": tuple(heuristic.VARIANTS),
-            "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}}}
+            "variant": tuple(heuristic.VARIANTS), "method": tuple(METHODS),
+            "policy": {m: cls.option_names() for m, cls in METHODS.items()}}
 
 
 @dataclass(frozen=True)
@@ -132,7 +109,7 @@ class ExperimentConfig:
             need(isinstance(getattr(self, f), str) and getattr(self, f) != "", f, "a non-empty string")
         one_of("model", allowed_names["model"])
         one_of("dataset", allowed_names["dataset"])
-        one_of("method", METHODS)
+        one_of("method", allowed_names["method"])
         one_of("variant", allowed_names["variant"])
         one_of("scheduler", SCHEDULERS)
         one_of("protocol", PROTOCOLS)
@@ -169,8 +146,8 @@ class ExperimentConfig:
     def _validate_policy(self, need, options: tuple) -> None:
         policy, method = self.policy, self.method
         need(isinstance(policy, dict), "policy", "a dict of the method's options")
-        if method == "float32":
-            need(not policy, "policy", "empty for method 'float32' (plain float32 training has no options)")
+        if not options:
+            need(not policy, "policy", f"empty for method {method!r} (its policy takes no options)")
             return
         what = f"a dict of the options of method {method!r} ({', '.join(options)})"
         need(all(isinstance(k, str) for k in policy), "policy", what, ": option names are strings")
@@ -186,6 +163,12 @@ class ExperimentConfig:
         except (TypeError, ValueError) as exc:  # the run record stores the config as JSON
             need(False, "policy", "a dict of JSON values (numbers, strings, booleans, None, lists, dicts)",
                  f": {exc}")
+        # The values: the policy's own constructor checks them (ranges, choices), here, before a run
+        # folder exists, rather than when the run starts.
+        try:
+            METHODS[method].from_config(self)
+        except (TypeError, ValueError) as exc:
+            need(False, "policy", f"options of method {method!r} with valid values", f": {exc}")
 
     def replace(self, **changes) -> "ExperimentConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

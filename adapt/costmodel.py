@@ -32,6 +32,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from adapt.data.base import DATASETS
+from adapt.models import build_model, input_shape_of, layer_kind
+
 __all__ = [
     "VARIANTS",
     "INTERVAL",
@@ -92,10 +95,6 @@ RELEASED_LOG_KEEPS_BIASES = {"alexnet_cifar": True, "resnet20": False, "lenet5":
 #: Operations of the SGD update per parameter and optimizer step (momentum, weight decay, update), corrected model.
 OPTIMIZER_OPS_PER_PARAM = 4
 
-_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "mnist": 10, "fmnist": 10, "emnist": 47,
-                "fashion_mnist": 10, "mnist5k": 10, "synthetic": 10}
-
-
 def _py(d: dict) -> dict:
     """numpy scalars to plain Python numbers (JSON- and table-friendly)."""
     out = {}
@@ -121,8 +120,6 @@ def _input_shape(input_shape, model: Optional[nn.Module] = None) -> tuple:
     first conv (:func:`adapt.models.input_shape_of`: 3 for the CIFAR models, 1 for LeNet-5
     and the MNIST variants)."""
     if input_shape is None:
-        from adapt.models import input_shape_of
-
         return input_shape_of(model) if model is not None else (3, 32, 32)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 4 and shape[0] == 1:
@@ -198,8 +195,6 @@ def _execute(model: nn.Module, shape: tuple) -> list:
 def _kind(module) -> str:
     """:func:`adapt.models.layer_kind`, with a shortcut conv counted as a conv and every
     elementwise activation (not only ReLU) as one."""
-    from adapt.models import layer_kind
-
     if isinstance(module, (nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)):
         return "relu"
     kind = layer_kind(module)
@@ -416,8 +411,8 @@ def reference_entries(names: Sequence[str], model_name: Optional[str]) -> list:
 
 def _num_classes_for(config: dict, trace: Optional[dict]) -> int:
     ds = config.get("dataset")
-    if ds in _NUM_CLASSES:
-        return _NUM_CLASSES[ds]
+    if ds in DATASETS:
+        return DATASETS[ds].num_classes
     if trace is not None:
         return int(trace["numel"][-1])
     raise ValueError(f"cannot tell the number of classes of data set {ds!r}; pass model=")
@@ -425,8 +420,6 @@ def _num_classes_for(config: dict, trace: Optional[dict]) -> int:
 
 def model_for_record(record: dict) -> nn.Module:
     """Build the record's model (untrained; only its structure is used) and check it against the trace."""
-    from adapt.models import build_model
-
     cfg = record["config"]
     trace, _ = _trace(record)
     model = build_model(cfg["model"], _num_classes_for(cfg, trace), init="torch")
@@ -853,8 +846,6 @@ def muppet_figures(model_name: Optional[str] = None, schedule=None, record: Opti
     model and the AlexNet schedule, as the released ``run_analysitcs`` does.
     ``corrected`` with a live record prices the tensor trace (sparsity included).
     """
-    from adapt.models import build_model
-
     variant = _check_variant(variant)
     if record is not None:
         cfg = record["config"]

@@ -103,7 +103,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapt.quant import FixedPoint
+from adapt.models import input_shape_of
+from adapt.quant import FixedPoint, fixed_point
 
 __all__ = [
     "FORMAT",
@@ -166,8 +167,6 @@ def requantize(x: np.ndarray, exponent: int, fmt) -> np.ndarray:
 
 def _quantize_float(x: np.ndarray, fmt) -> np.ndarray:
     """The encoder: float input to integers of ``fmt`` with the library's nearest rounding."""
-    from adapt.quant import fixed_point
-
     wl, fl = fmt
     t = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     q = fixed_point(t, wl, fl, "nearest")
@@ -276,7 +275,6 @@ def export_model(model: nn.Module, qmodel, path, input_shape=None, model_info: O
     if qmodel.model is not model:
         raise ExportError("qmodel does not wrap this model")
     if input_shape is None:  # (C, 32, 32), C from the first conv (3 for CIFAR models, 1 for LeNet-5)
-        from adapt.models import input_shape_of
 
         input_shape = input_shape_of(model)
     path = Path(path)

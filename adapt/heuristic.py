@@ -64,7 +64,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt.policies import PrecisionPolicy, TensorTrace
+from adapt.models import LeNet5
+from adapt.policies import PrecisionPolicy, TensorTrace, normalize_gradients_
 from adapt.quant import FixedPoint, fixed_point
 
 __all__ = [
@@ -525,8 +526,6 @@ def _is_resnet(qmodel) -> bool:
 
 
 def _is_lenet(qmodel) -> bool:
-    from adapt.models import LeNet5
-
     return isinstance(qmodel.model, LeNet5)
 
 
@@ -659,7 +658,8 @@ class AdaptPolicy(PrecisionPolicy):
                  activation_map=None, bias_format=None, normalize_gradients=None, strategy_average=None,
                  initial_quantization=None, switch_at: str = "step", kl_threshold=None,
                  kl_alpha: float = KL_ALPHA, kl_epsilon: float = KL_EPSILON, fl_floor: int = 4, log_interval: int = 10, seed: int = 0,
-                 loss_penalty: bool = True, lookback_bounds: str = "checked"):
+                 loss_penalty: bool = True, lookback_bounds: str = "checked", switching: bool = True,
+                 initial_formats: Optional[dict] = None):
         self.min_resolution, self.max_resolution = _bounds("min_resolution", min_resolution,
                                                            "max_resolution", max_resolution, 1)
         self.lookback_bounds = _choice("lookback_bounds", lookback_bounds, ("checked", "literal"))
@@ -697,14 +697,25 @@ class AdaptPolicy(PrecisionPolicy):
         self.fl_floor = _int("fl_floor", fl_floor, 0, 32)
         self.log_interval = _int("log_interval", log_interval, 1)
         self.seed = _int("seed", seed)
+        # Not in the release, for notebook 40's decomposition: switching=False keeps every tensor at its
+        # initial format (AdaPT's optimizer and quantization without the heuristic); initial_formats
+        # ({tensor name: [WL, FL]}, e.g. a finished run's final_formats) starts each tensor at a format
+        # of its own.
+        if not isinstance(switching, bool):
+            raise ValueError(f"switching must be True or False, got {switching!r}")
+        self.switching = switching
+        if initial_formats is not None:
+            if not isinstance(initial_formats, dict) or not all(
+                    isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) == 2 for k, v in initial_formats.items()):
+                raise ValueError(f"initial_formats must be a dict tensor name -> [WL, FL], got {initial_formats!r}")
+            initial_formats = {k: _format_args(*v) for k, v in initial_formats.items()}
+        self.initial_formats = initial_formats
         self.trace = TensorTrace(self.log_interval)
         self.timings = defaultdict(float)
         self._formats = {}
 
-    @classmethod
-    def from_config(cls, config) -> "AdaptPolicy":
-        """``AdaptPolicy(variant=config.variant, **config.policy, seed=config.seed)``."""
-        return cls(variant=config.variant, seed=config.seed, **dict(config.policy))
+    #: ``AdaptPolicy.from_config(config)`` is ``AdaptPolicy(variant=config.variant, seed=config.seed, **config.policy)``.
+    config_fields = ("variant", "seed")
 
     def __getattr__(self, name):  # options read as attributes: policy.test_slice, ...
         options = self.__dict__.get("options")
@@ -725,6 +736,14 @@ class AdaptPolicy(PrecisionPolicy):
         fmt = self.initial_format
         self.wl = [fmt.word_length] * n
         self.fl = [fmt.fractional_length] * n
+        if self.initial_formats is not None:
+            missing = [name for name in self.names if name not in self.initial_formats]
+            extra = sorted(set(self.initial_formats) - set(self.names))
+            if missing or extra:
+                raise ValueError(f"initial_formats must name every parameter tensor of the model: missing {missing}, "
+                                 f"unknown {extra}")
+            self.wl = [self.initial_formats[name][0] for name in self.names]
+            self.fl = [self.initial_formats[name][1] for name in self.names]
         self.lookback = [self.min_lookback] * n
         self.resolution = [self.min_resolution] * n
         self.count = [0] * n
@@ -801,10 +820,7 @@ class AdaptPolicy(PrecisionPolicy):
         t_norm = time.perf_counter()
         grad_norms = list(torch._foreach_norm(grads)) if grads else []
         if grads and normalize:
-            # g / ||g|| where ||g|| > 0 (MSGD_FP.step), in place; dividing by 1 elsewhere is exact.
-            # A 0-d float32 divisor divides exactly as the Python float of its value did.
-            norms = torch.stack(grad_norms)
-            torch._foreach_div_(grads, list(torch.where(norms > 0, norms, torch.ones_like(norms)).unbind()))
+            normalize_gradients_(grads, grad_norms)  # g / ||g|| where ||g|| > 0 (MSGD_FP.step), in place
         t_div = time.perf_counter()
 
         weights = [i for i in live if self._is_weight[i]]
@@ -857,7 +873,7 @@ class AdaptPolicy(PrecisionPolicy):
                 self.resolution[i] = next_resolution(self.resolution[i], self.lookback[i], self.min_lookback,
                                                      self.max_lookback, self.min_resolution, self.max_resolution,
                                                      self._literal_bounds)
-                if self.switch_at == "step" and self.count[i] >= self.lookback[i]:
+                if self.switching and self.switch_at == "step" and self.count[i] >= self.lookback[i]:
                     self._switch(i, step, gds[i], timing_push)
             elif inline_copy:
                 self._copy_from_source(i)  # qmap[i - 1]: already updated this step when i - 1 was
@@ -937,7 +953,7 @@ class AdaptPolicy(PrecisionPolicy):
 
     @torch.no_grad()
     def end_epoch(self, epoch: int, metrics: dict, optimizer) -> bool:
-        if self.switch_at == "epoch":
+        if self.switching and self.switch_at == "epoch":
             due = [i for i, w in enumerate(self._is_weight) if w and self.count[i] > 0
                    and self.count[i] >= self.lookback[i]]
             if due:
@@ -990,6 +1006,7 @@ class AdaptPolicy(PrecisionPolicy):
     def summary(self) -> dict:
         return {
             "variant": self.variant, "options": dict(self.options), "switch_at": self.switch_at,
+            "switching": self.switching,
             "loss_penalty": self.use_loss_penalty, "lookback_bounds": self.lookback_bounds,
             "final_formats": {n: [wl, fl] for n, wl, fl in zip(self.names, self.wl, self.fl)},
             "final_lookback": dict(zip(self.names, self.lookback)),

@@ -79,6 +79,7 @@ __all__ = [
     "INITS",
     "INITIALIZER_ARG",
     "MODELS",
+    "register_model",
     "INPUT_SHAPES",
     "AlexNetCIFAR",
     "LeNet5",
@@ -429,6 +430,22 @@ def input_shape_of(model: nn.Module, size: int = 32) -> tuple:
     """``(C, size, size)`` with ``C`` the input channels of the model's first conv (3 if none)."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return (int(first.in_channels) if first is not None else 3, size, size)
+
+
+def register_model(name: str, factory: Callable[..., nn.Module], *, replace: bool = False) -> None:
+    """Add ``factory`` (``factory(num_classes=..., init=...)`` -> a plain ``nn.Module``) to :data:`MODELS`.
+
+    The model must follow the rules of this module's docstring (every quantizable operation a module
+    of its own, called once; parameters in forward order; no in-place writes into a layer's output).
+    ``ValueError`` when ``name`` is taken (``replace=True`` replaces it) or not a non-empty string.
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"model name must be a non-empty string without '/', got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"model {name!r}: expected a callable factory(num_classes=..., init=...), got {factory!r}")
+    if name in MODELS and MODELS[name] is not factory and not replace:
+        raise ValueError(f"model {name!r} is registered already; pass replace=True to replace it")
+    MODELS[name] = factory
 
 
 def build_model(name: str, num_classes: int = 10, init: str = "paper") -> nn.Module:

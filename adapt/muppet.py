@@ -114,7 +114,7 @@ from torch import nn
 
 from adapt import quant
 from adapt.policies import PrecisionPolicy, TensorTrace
-from adapt.quant import DynamicFixedPoint
+from adapt.quant import DynamicFixedPoint, dynamic_fixed_point
 
 __all__ = [
     "PRECISION_SCHEDULE",
@@ -255,8 +255,6 @@ def dfp_codes(x: torch.Tensor, bits: int, rounding: str = "stochastic", per_samp
     ``[-2**(b-1), 2**(b-1) - 1]``; stochastic rounding can put an extreme one code
     beyond (``quantize.py L61-L69``, no clamp).
     """
-    from adapt.quant import dynamic_fixed_point
-
     sf = scale_exponent(x, bits, per_sample)
     view = (-1,) + (1,) * (x.dim() - 1) if per_sample else ()
     q = dynamic_fixed_point(x.detach(), bits, rounding, per_sample, generator)

@@ -54,7 +54,7 @@ def resolve(path: Optional[PathLike], default: Optional[Path] = None) -> Path:
     return p if p.is_absolute() else (base_dir() / p).resolve()
 
 
-def _from_env(name: str) -> Optional[Path]:
+def env_path(name: str) -> Optional[Path]:
     value = os.environ.get(name, "").strip()
     if not value:
         return None
@@ -67,12 +67,12 @@ def _from_env(name: str) -> Optional[Path]:
 
 def results_root(path: Optional[PathLike] = None) -> Path:
     """The results folder: ``path`` (see :func:`resolve`), else ``$ADAPT_RESULTS``, else ``<repo>/results``."""
-    return resolve(path, _from_env(RESULTS_ENV) or base_dir() / "results")
+    return resolve(path, env_path(RESULTS_ENV) or base_dir() / "results")
 
 
 def figures_root(path: Optional[PathLike] = None) -> Path:
     """The figures folder: ``path`` (see :func:`resolve`), else ``$ADAPT_FIGURES``, else ``<repo>/figures``."""
-    return resolve(path, _from_env(FIGURES_ENV) or base_dir() / "figures")
+    return resolve(path, env_path(FIGURES_ENV) or base_dir() / "figures")
 
 
 def display(path: PathLike) -> str:

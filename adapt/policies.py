@@ -23,14 +23,14 @@ number of accumulation steps, regularizers included.
 """
 from __future__ import annotations
 
-import math
+import inspect
 from typing import Optional
 
 import torch
 
 from adapt.quant import DynamicFixedPoint, FixedPoint
 
-__all__ = ["PrecisionPolicy", "Float32Policy", "FixedPrecisionPolicy", "TensorTrace", "format_bits"]
+__all__ = ["PrecisionPolicy", "Float32Policy", "FixedPrecisionPolicy", "TensorTrace", "format_bits", "normalize_gradients_"]
 
 
 def format_bits(fmt) -> int:
@@ -112,6 +112,24 @@ class PrecisionPolicy:
     quantized = False
     controls_lr = False
 
+    #: Config fields that :meth:`from_config` passes to the constructor itself (AdaPT: ``variant``
+    #: and ``seed``); every other constructor parameter is an option of ``config.policy``.
+    config_fields: tuple = ()
+
+    @classmethod
+    def from_config(cls, config) -> "PrecisionPolicy":
+        """``cls(**{field: config.field for field in config_fields}, **config.policy)``."""
+        return cls(**{f: getattr(config, f) for f in cls.config_fields}, **dict(config.policy))
+
+    @classmethod
+    def option_names(cls) -> tuple:
+        """The options ``config.policy`` may set: the constructor's parameters less :attr:`config_fields`.
+
+        What config validation accepts for a method of this class (:mod:`adapt.methods`)."""
+        params = inspect.signature(cls).parameters.values()
+        return tuple(p.name for p in params
+                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in cls.config_fields)
+
     def setup(self, model, qmodel, config) -> None:
         self.model, self.qmodel, self.config = model, qmodel, config
         self.epoch_float = 0.0
@@ -180,8 +198,43 @@ class PrecisionPolicy:
         self.load_state_dict(state)
 
 
+@torch.no_grad()
+def normalize_gradients_(grads: list, norms: Optional[list] = None) -> list:
+    """Divide every gradient by its L2 norm, in place, where the norm is > 0 (``MSGD_FP.step``).
+
+    AdaPT's released optimizer does this to every parameter's gradient before SGD, which turns the
+    learning rate into a step length per tensor (docs/method.md §1.4.3).  ``norms``: the gradients'
+    norms as 0-d tensors if already computed.  Returns the norms.  A 0-d float32 divisor divides
+    exactly as the Python float of its value does; dividing by 1 elsewhere is exact.
+    """
+    if not grads:
+        return []
+    norms = list(torch._foreach_norm(grads)) if norms is None else list(norms)
+    stacked = torch.stack(norms)
+    torch._foreach_div_(grads, list(torch.where(stacked > 0, stacked, torch.ones_like(stacked)).unbind()))
+    return norms
+
+
 class Float32Policy(PrecisionPolicy):
-    """Plain float32 training: no quantization anywhere."""
+    """Plain float32 training: no quantization anywhere.
+
+    ``normalize_gradients=True`` trains with AdaPT's optimizer instead of plain SGD: every gradient is
+    divided by its L2 norm before the step (:func:`normalize_gradients_`), and nothing is quantized.
+    That separates what AdaPT's optimizer does to accuracy from what its quantization does
+    (notebook 40's decomposition).
+    """
+
+    def __init__(self, normalize_gradients: bool = False):
+        if not isinstance(normalize_gradients, bool):
+            raise ValueError(f"normalize_gradients must be True or False, got {normalize_gradients!r}")
+        self.normalize_gradients = normalize_gradients
+
+    def before_step(self, step: int, loss: float) -> None:
+        if self.normalize_gradients:
+            normalize_gradients_([p.grad for p in self.model.parameters() if p.grad is not None])
+
+    def summary(self) -> dict:
+        return {"normalize_gradients": True} if self.normalize_gradients else {}
 
 
 class FixedPrecisionPolicy(PrecisionPolicy):

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from adapt.paths import display
+
 __all__ = ["ProgressPrinter", "format_duration", "precision_summary"]
 
 
@@ -61,7 +63,6 @@ class ProgressPrinter:
 
     def start(self, start_epoch: int, epochs: int, device, out_dir=None) -> None:
         self._t0 = time.time()
-        from adapt.paths import display
 
         where = f" -> {display(out_dir)}" if out_dir is not None else ""
         resumed = f"resuming at epoch {start_epoch + 1}" if start_epoch else "from scratch"

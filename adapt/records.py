@@ -34,19 +34,45 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from adapt import __version__
+
 __all__ = [
-    "SCHEMA", "RecordError", "JournalError", "JOURNAL", "TraceJournal", "read_journal", "atomic_write_json",
-    "atomic_save", "write_running_record", "environment_info", "load_record", "load_records", "set_aside",
-    "read_record",
+    "SCHEMA", "RecordError", "JournalError", "RECORD", "CHECKPOINT", "JOURNAL", "TraceJournal", "read_journal",
+    "atomic_write_json", "atomic_save", "write_running_record", "environment_info", "load_record", "load_records",
+    "set_aside", "read_record", "jsonable", "RUNNING", "COMPLETED", "DIVERGED", "INTERRUPTED", "FAILED", "STATUSES",
+    "FINISHED", "RunState", "run_state", "utc_now",
 ]
 
 SCHEMA = "adapt.run/1"
 
-#: The journal's file name, beside ``record.json`` and ``checkpoint.pt``.
+#: The files of a run folder: the record, the last epoch's checkpoint and, while it runs, the journal.
+RECORD = "record.json"
+CHECKPOINT = "checkpoint.pt"
 JOURNAL = "journal.jsonl"
+
+#: The status words of a record (defined here only; every module asks this one).
+RUNNING, COMPLETED, DIVERGED, INTERRUPTED, FAILED = "running", "completed", "diverged", "interrupted", "failed"
+STATUSES = (RUNNING, COMPLETED, DIVERGED, INTERRUPTED, FAILED)
+#: A run with one of these statuses is done: it is never resumed, and only ``force`` retrains it.
+FINISHED = (COMPLETED, DIVERGED)
+
+
+def utc_now() -> str:
+    """The time stamps of a record (``started``, ``finished``): UTC, ISO 8601, seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def jsonable(obj):
+    """``obj`` as it reads back from a run record (tuples become lists, NaN and inf strings).
+
+    Two configs are the same run when their ``jsonable`` forms are equal: a record's config is
+    compared with a config built now this way."""
+    return json.loads(json.dumps(_sanitize(obj), default=_json_default))
 
 
 def _json_default(obj):
@@ -160,8 +186,6 @@ def environment_info(device=None) -> dict:
     numpy = probe(lambda: __import__("numpy"))
 
     def adapt_version():
-        from adapt import __version__
-
         return __version__
 
     def cpuinfo_text():
@@ -606,3 +630,58 @@ def load_records(root, pattern: str = "**/record.json", on_error: str = "warn") 
                 raise
             warnings.warn(f"skipping {exc} (rerun its grid point to recompute it)", RuntimeWarning, stacklevel=2)
     return records
+
+
+# ----------------------------------------------------------------------------- the state of a run folder
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder holds for one config, and so what the next call does with it.
+
+    ``kind``:
+
+    * ``"new"`` -- no record and no checkpoint: the run starts from scratch;
+    * ``"finished"`` -- a record of this config whose status is in :data:`FINISHED`: returned as it
+      is, retrained only with ``force``;
+    * ``"resumable"`` -- an unfinished run (``running`` after a kill, ``interrupted``, ``failed``)
+      with a ``checkpoint.pt``: it continues from there (or a checkpoint without a record);
+    * ``"restart"`` -- an unfinished record without a checkpoint (a failure record, a run killed
+      before its first epoch ended, a checkpoint set aside): it starts from scratch, its old
+      record kept as ``record.json.previous`` when it holds epochs;
+    * ``"stale"`` -- a record of another config: left alone unless ``force``;
+    * ``"corrupt"`` -- a record that cannot be read (``message`` says why): set aside when the
+      run starts, which then resumes from its checkpoint if there is one.
+
+    ``record`` is the record as read (``None`` for ``new`` and ``corrupt``).
+    """
+
+    kind: str
+    record: Optional[dict] = None
+    message: str = ""
+
+    @property
+    def status(self) -> Optional[str]:
+        """The record's status word, if there is a readable record."""
+        return None if self.record is None else self.record.get("status")
+
+
+def run_state(out_dir, config: Optional[dict] = None) -> RunState:
+    """The :class:`RunState` of ``out_dir`` for a run of ``config`` (a config dict; ``None``: any config).
+
+    Read only (nothing is renamed or written), so it may be asked while another process trains.
+    The one place that decides whether a run is finished, resumable, stale or new: the training
+    loop, the grid runner, ``--status`` and the cluster submission all ask it.
+    """
+    out_dir = Path(out_dir)
+    has_checkpoint = (out_dir / CHECKPOINT).exists()
+    path = out_dir / RECORD
+    if not path.exists():
+        return RunState("resumable" if has_checkpoint else "new")
+    try:
+        record = load_record(path)
+    except RecordError as exc:
+        return RunState("corrupt", None, exc.problem)
+    if config is not None and jsonable(record.get("config")) != jsonable(config):
+        return RunState("stale", record, f"{path} holds a run of another config")
+    if record.get("status") in FINISHED:
+        return RunState("finished", record)
+    return RunState("resumable" if has_checkpoint else "restart", record)

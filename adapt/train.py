@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -36,14 +35,21 @@ import torch.nn.functional as F
 
 from adapt.config import ExperimentConfig
 from adapt.cpu_memory import keep_freed_memory
+from adapt.data.datasets import load_dataset
+from adapt.data.loader import DeviceLoader
+from adapt.data.splits import make_splits
 from adapt.layers import QuantizedModel
-from adapt.policies import FixedPrecisionPolicy, Float32Policy, PrecisionPolicy
-from adapt.records import (JOURNAL, SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json, environment_info, load_record, read_record, set_aside, write_running_record)
+from adapt.methods import make_policy
+from adapt.models import build_model
+from adapt.policies import PrecisionPolicy
+from adapt.progress import ProgressPrinter
+from adapt.records import (CHECKPOINT, COMPLETED, DIVERGED, FAILED, FINISHED, INTERRUPTED, JOURNAL, RECORD, RUNNING,
+                           SCHEMA, JournalError, RecordError, TraceJournal, atomic_save, atomic_write_json,
+                           environment_info, load_record, read_record, run_state, set_aside, utc_now,
+                           write_running_record)
 
-__all__ = ["run", "make_policy", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
-           "L1Gradient", "CheckpointError"]
-
-FINISHED = ("completed", "diverged")
+__all__ = ["run", "Training", "pick_device", "evaluate", "prepare_data", "build", "optimizer_step", "l1_penalty",
+           "L1Gradient", "CheckpointError", "save_checkpoint", "load_checkpoint"]
 
 
 class CheckpointError(RuntimeError):
@@ -65,28 +71,8 @@ def pick_device(device=None) -> torch.device:
     return torch.device("cpu")
 
 
-def make_policy(config: ExperimentConfig) -> PrecisionPolicy:
-    """The precision policy of ``config.method``, built from ``config.policy``."""
-    if config.method == "float32":
-        return Float32Policy()
-    if config.method == "fixed":
-        return FixedPrecisionPolicy(**config.policy)
-    if config.method == "adapt":
-        from adapt.heuristic import AdaptPolicy
-
-        return AdaptPolicy.from_config(config)
-    if config.method == "muppet":
-        from adapt.muppet import MuppetPolicy
-
-        return MuppetPolicy.from_config(config)
-    raise ValueError(f"unknown method {config.method!r}")
-
-
 def prepare_data(config: ExperimentConfig, device):
     """(train, val or None, test) ImageDatasets on ``device``, split by the config's protocol."""
-    from adapt.data.datasets import load_dataset
-    from adapt.data.splits import make_splits
-
     train_full, test = load_dataset(config.dataset, subset=config.subset, test_subset=config.test_subset,
                                     seed=config.seed)
     train, val = make_splits(train_full, config.protocol, fold=config.fold, n_splits=config.n_folds,
@@ -94,13 +80,14 @@ def prepare_data(config: ExperimentConfig, device):
     return (train.to(device), None if val is None else val.to(device), test.to(device), len(train_full.classes))
 
 
-def build(config: ExperimentConfig, num_classes: int, device):
-    """Model, policy, optional QuantizedModel and optimizer for ``config``, in their initial state."""
-    from adapt.models import build_model
+def build(config: ExperimentConfig, num_classes: int, device, policy: Optional[PrecisionPolicy] = None):
+    """Model, policy, optional QuantizedModel and optimizer for ``config``, in their initial state.
 
+    ``policy``: a policy object to use instead of the registered method's (:func:`adapt.methods.make_policy`).
+    """
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes, config.init).to(device)
-    policy = make_policy(config)
+    policy = make_policy(config) if policy is None else policy
     qmodel = None
     if policy.quantized:
         generator = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -114,8 +101,6 @@ def build(config: ExperimentConfig, num_classes: int, device):
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int) -> tuple:
     """Mean cross-entropy and top-1 accuracy of ``model`` on ``dataset`` (no augmentation)."""
-    from adapt.data.loader import DeviceLoader
-
     if dataset is None:
         return None, None
     was_training = model.training
@@ -238,41 +223,21 @@ def optimizer_step(policy: PrecisionPolicy, optimizer, qmodel, step: int, loss_v
     policy.after_step(step)
 
 
-def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=False, device=None,
-        epoch_limit: Optional[int] = None, force: bool = False, run_info: Optional[dict] = None) -> dict:
-    """Train ``config`` and return its run record.
-
-    ``out_dir`` (optional) receives ``record.json`` after every epoch and
-    ``checkpoint.pt``; a finished record there is returned as is unless ``force``;
-    with ``resume`` an interrupted run continues from its checkpoint.
-    ``epoch_limit`` stops after that many epochs *in this call* (status
-    ``interrupted``, checkpoint kept): what a killed job leaves behind.
-    ``progress``: ``True`` prints a line at the start, per epoch and at the end
-    (:class:`adapt.progress.ProgressPrinter`); a ``ProgressPrinter`` is used as given.
-    ``run_info``: extra top-level record fields (the grid's ``run_id`` and ``overrides``).
-
-    An exception inside training is recorded (status ``failed`` with the error
-    message) before it propagates.  A record that is not valid JSON is set aside
-    (``record.json.corrupt``) and the run recomputed; a checkpoint that cannot be
-    loaded is set aside (``checkpoint.pt.corrupt``), the existing record keeps its
-    epochs and says ``failed``, and :class:`CheckpointError` says what to do.
-    """
-    state = {}
-    try:
-        return _run(config, out_dir, resume, progress, device, epoch_limit, force, state, run_info or {})
-    except Exception as exc:
-        record = state.get("record")
-        if record is not None and state.get("record_path") is not None:
-            record["status"] = "failed"
-            record["message"] = f"{type(exc).__name__}: {exc}"
-            record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            atomic_write_json(state["record_path"], record)
-        if state.get("progress") is not None:
-            state["progress"].end("failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        raise
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, training: "Training", epoch: int, elapsed: float) -> None:
+    """Everything needed to continue after ``epoch``, but the history (the run's journal holds it)."""
+    t = training
+    atomic_save({
+        "config": t.config.to_dict(), "epoch": epoch, "step": t.step, "started": t.record["started"],
+        "elapsed": elapsed, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+        "qmodel": t.qmodel.state_dict() if t.qmodel is not None else None,
+        "qgenerator": t.qmodel.generator.get_state() if t.qmodel is not None else None,
+        "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+        "policy": t.policy.checkpoint_state(), "rng": torch.get_rng_state(), "journal": t.journal.pointer(),
+    }, path)
 
 
-def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> tuple:
+def load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> tuple:
     """``(checkpoint, journal, snapshot)``; on files that cannot be read, set them aside and raise :class:`CheckpointError`.
 
     ``snapshot`` is the journal's ``{"epochs", "traces"}`` at the checkpoint (the journal is cut
@@ -315,8 +280,7 @@ def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: Exper
                    f"record.json.previous), or --force / force=True to do the same; delete {kept.name} "
                    f"once you no longer need it.")
         if previous is not None:
-            previous.update(status="failed", message=message,
-                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            previous.update(status=FAILED, message=message, finished=utc_now())
             atomic_write_json(record_path, previous)
         raise CheckpointError(message) from exc
     if ckpt["config"] != config.to_dict():
@@ -324,96 +288,100 @@ def _load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: Exper
     return ckpt, journal, snapshot
 
 
-def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, run_info) -> dict:
-    if not isinstance(config, ExperimentConfig):
-        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
-    out_dir = Path(out_dir) if out_dir is not None else None
-    record_path = out_dir / "record.json" if out_dir else None
-    ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    if record_path is not None and resume and not force:
-        existing = read_record(record_path)  # a bad file is set aside and recomputed
-        if existing is not None:
-            if existing["config"] != config.to_dict():
-                raise ValueError(f"{record_path} holds a run of a different config; use another out_dir or force=True")
-            if existing["status"] in FINISHED:
-                return existing
+# ----------------------------------------------------------------------------- one run
+class Training:
+    """One run in progress: what :func:`run` builds, and the steps it takes in order.
 
-    device = pick_device(device)
-    if device.type == "cpu":  # page faults were up to half of a CPU step (adapt/cpu_memory.py)
-        keep_freed_memory()
-    started = time.time()
-    train_ds, val_ds, test_ds, num_classes = prepare_data(config, device)
-    model, policy, qmodel, optimizer = build(config, num_classes, device)
-    scheduler = None
-    if not policy.controls_lr:
-        if config.scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
-                threshold=config.plateau_threshold)
-        elif config.scheduler == "step":
-            scheduler = _StepDecay(optimizer, config.step_milestones, config.step_gamma)
+    ``Training(config, device, out_dir, run_info, policy)`` loads the data and builds the model,
+    policy, optimizer, scheduler and loader in their initial state (the order fixes the random
+    numbers each draws); :meth:`restore` continues from a checkpoint; then per epoch
+    :meth:`train_epoch`, :meth:`end_epoch` and :meth:`save`; at the end :meth:`finish`, or
+    :meth:`record_failure` when an exception stops the run.
+    """
 
-    from adapt.data.loader import DeviceLoader
+    def __init__(self, config: ExperimentConfig, device: torch.device, out_dir: Optional[Path] = None,
+                 run_info: Optional[dict] = None, policy: Optional[PrecisionPolicy] = None,
+                 journal: Optional[TraceJournal] = None):
+        self.config, self.device = config, device
+        self.record_path = out_dir / RECORD if out_dir is not None else None
+        self.ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
+        self.started = time.time()
+        self.train_ds, self.val_ds, self.test_ds, num_classes = prepare_data(config, device)
+        self.model, self.policy, self.qmodel, self.optimizer = build(config, num_classes, device, policy)
+        self.scheduler = None
+        if not self.policy.controls_lr:
+            if config.scheduler == "plateau":
+                self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    self.optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience,
+                    threshold=config.plateau_threshold)
+            elif config.scheduler == "step":
+                self.scheduler = _StepDecay(self.optimizer, config.step_milestones, config.step_gamma)
+        self.loader = DeviceLoader(self.train_ds, config.batch_size, shuffle=True, augment=config.augment,
+                                   seed=config.seed)
+        self.journal = journal
+        if journal is None and self.ckpt_path is not None:
+            self.journal = TraceJournal.start(self.ckpt_path.with_name(JOURNAL))
+        self.record = {
+            "schema": SCHEMA, "name": config.name, **(run_info or {}), "status": RUNNING,
+            "config": config.to_dict(), "environment": environment_info(device), "epochs": [], "traces": {},
+            "final": {}, "policy": {}, "wall_time_s": 0.0, "started": utc_now(), "finished": None, "message": "",
+        }
+        if policy is not None:
+            self.record["policy_class"] = f"{type(policy).__module__}.{type(policy).__qualname__}"
+        self.start_epoch, self.step, self.elapsed_before = 0, 0, 0.0
+        self.l1 = None
 
-    loader = DeviceLoader(train_ds, config.batch_size, shuffle=True, augment=config.augment,
-                          seed=config.seed)
-    ckpt, journal, snapshot = None, None, None
-    if ckpt_path is not None and ckpt_path.exists() and resume and not force:
-        ckpt, journal, snapshot = _load_checkpoint(ckpt_path, record_path, config, device)
-    elif ckpt_path is not None:
-        journal = TraceJournal.start(ckpt_path.with_name(JOURNAL))
-    record = {
-        "schema": SCHEMA, "name": config.name, **run_info, "status": "running", "config": config.to_dict(),
-        "environment": environment_info(device), "epochs": [], "traces": {}, "final": {}, "policy": {},
-        "wall_time_s": 0.0, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "finished": None, "message": "",
-    }
-    start_epoch, step, elapsed_before = 0, 0, 0.0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if qmodel is not None:
-            qmodel.load_state_dict(ckpt["qmodel"])
-            qmodel.generator.set_state(ckpt["qgenerator"].cpu())
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
+    @classmethod
+    def start(cls, config, device, out_dir=None, run_info=None, policy=None, resume: bool = False) -> "Training":
+        """A new run, or (``resume``) the run whose checkpoint is in ``out_dir``, continued."""
+        if not resume:
+            return cls(config, device, out_dir, run_info, policy)
+        # The checkpoint is read before the model is built, so that a bad one is set aside (and the
+        # record says so) before any work is done.
+        ckpt, journal, snapshot = load_checkpoint(out_dir / CHECKPOINT, out_dir / RECORD, config, device)
+        training = cls(config, device, out_dir, run_info, policy, journal=journal)
+        training.restore(ckpt, snapshot)
+        return training
+
+    def restore(self, ckpt: dict, snapshot: Optional[dict]) -> None:
+        """The state after the checkpoint's epoch: weights, optimizer, scheduler, policy, generators, history."""
+        self.model.load_state_dict(ckpt["model"])
+        if self.qmodel is not None:
+            self.qmodel.load_state_dict(ckpt["qmodel"])
+            self.qmodel.generator.set_state(ckpt["qgenerator"].cpu())
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         if snapshot is None:  # a checkpoint written before the journal: it holds the whole history
-            policy.load_state_dict(ckpt["policy"])
-            record["epochs"] = ckpt["epochs"]
+            self.policy.load_state_dict(ckpt["policy"])
+            self.record["epochs"] = ckpt["epochs"]
         else:
-            policy.load_checkpoint_state(ckpt["policy"], snapshot.get("traces", {}))
-            record["epochs"] = snapshot.get("epochs", [])
-        record["traces"] = policy.traces()
+            self.policy.load_checkpoint_state(ckpt["policy"], snapshot.get("traces", {}))
+            self.record["epochs"] = snapshot.get("epochs", [])
+        self.record["traces"] = self.policy.traces()
         torch.set_rng_state(ckpt["rng"].cpu())
-        record["started"] = ckpt["started"]
-        start_epoch, step, elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]
-    state.update(record=record, record_path=record_path)
+        self.record["started"] = ckpt["started"]
+        self.start_epoch, self.step, self.elapsed_before = ckpt["epoch"] + 1, ckpt["step"], ckpt["elapsed"]
 
-    accum = config.accumulation_steps
-    l1 = L1Gradient(model, config.l1_decay, accum) if config.l1_decay else None
-    status, message = "completed", ""
-    epochs_this_call = 0
-    reporter = None
-    if progress:
-        from adapt.progress import ProgressPrinter
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
 
-        reporter = progress if isinstance(progress, ProgressPrinter) else ProgressPrinter(
-            run_info.get("run_id") or config.name, open_ended=policy.controls_lr)
-        reporter.start(start_epoch, config.epochs, device, out_dir)
-        state["progress"] = reporter
-    for epoch in range(start_epoch, config.epochs):
-        if epoch_limit is not None and epochs_this_call >= epoch_limit:
-            status, message = "interrupted", f"stopped after {epoch_limit} epoch(s) by epoch_limit"
-            break
-        t0 = time.time()
-        if isinstance(scheduler, _StepDecay):
-            scheduler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+    def train_epoch(self, epoch: int) -> tuple:
+        """One pass over the training data: ``(metrics, "")``, or ``(None, message)`` when the loss is not finite.
+
+        ``metrics`` holds the epoch, its learning rate, the mean training loss and accuracy and the
+        optimizer steps so far; a non-finite loss is found at the step that produced it, and the
+        record gets an entry with ``train_loss`` NaN.
+        """
+        config, model, loader, l1 = self.config, self.model, self.loader, self.l1
+        accum = config.accumulation_steps
+        if isinstance(self.scheduler, _StepDecay):
+            self.scheduler.set_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
         model.train()
         loader.set_epoch(epoch)
         n_batches = len(loader)
         loss_sum, correct, seen = 0.0, None, 0
-        diverged = False
         group = []  # (batch index, loss, batch size) of this optimizer step's micro-batches
         for i, (x, y) in enumerate(loader):
             if i % accum == 0:
@@ -433,89 +401,179 @@ def _run(config, out_dir, resume, progress, device, epoch_limit, force, state, r
                 values = torch.stack([loss_k for _, loss_k, _ in group]).tolist()
                 bad = next((k for k, v in enumerate(values) if not math.isfinite(v)), None)
                 if bad is not None:
-                    diverged = True
-                    message = f"non-finite training loss {values[bad]} at epoch {epoch}, batch {group[bad][0]}"
-                    break
+                    self.record["epochs"].append({"epoch": epoch, "lr": lr, "train_loss": float("nan")})
+                    return None, f"non-finite training loss {values[bad]} at epoch {epoch}, batch {group[bad][0]}"
                 for v, (_, _, size) in zip(values, group):
                     loss_sum += v * size
                     seen += size
                 if l1 is not None:
                     l1.end_step(len(group))
                 group = []
-                policy.epoch_float = epoch + (i + 1) / n_batches
-                optimizer_step(policy, optimizer, qmodel, step, values[-1] / accum)
-                step += 1
+                self.policy.epoch_float = epoch + (i + 1) / n_batches
+                optimizer_step(self.policy, self.optimizer, self.qmodel, self.step, values[-1] / accum)
+                self.step += 1
         correct = int(correct) if correct is not None else 0
-        if diverged:
-            status = "diverged"
-            record["epochs"].append({"epoch": epoch, "lr": lr, "train_loss": float("nan")})
-            break
-        val_loss, val_acc = evaluate(model, val_ds, config.eval_batch_size)
-        test_loss, test_acc = evaluate(model, test_ds, config.eval_batch_size)
-        metrics = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-                   "steps": step}
-        stop = policy.end_epoch(epoch, metrics, optimizer)
-        metrics.update(policy.epoch_log())
+        return {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}, ""
+
+    def end_epoch(self, metrics: dict, t0: float) -> tuple:
+        """Evaluate, let the policy act, step the plateau scheduler: ``(stop, status, message)``.
+
+        ``status`` is ``DIVERGED`` when an evaluation loss is not finite (the epoch is recorded,
+        nothing is saved), else ``None``; ``stop`` says the policy ended training.
+        """
+        config = self.config
+        val_loss, val_acc = evaluate(self.model, self.val_ds, config.eval_batch_size)
+        test_loss, test_acc = evaluate(self.model, self.test_ds, config.eval_batch_size)
+        metrics.update({"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                        "steps": self.step})
+        stop = self.policy.end_epoch(metrics["epoch"], metrics, self.optimizer)
+        metrics.update(self.policy.epoch_log())
         metrics["time_s"] = time.time() - t0
-        record["epochs"].append(metrics)
-        epochs_this_call += 1
+        self.record["epochs"].append(metrics)
         if not all(math.isfinite(v) for v in (test_loss, val_loss if val_loss is not None else 0.0)):
-            status, message = "diverged", f"non-finite evaluation loss at epoch {epoch}"
-            break
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss if val_loss is not None else metrics["train_loss"])
-        if ckpt_path is not None:
+            return stop, DIVERGED, f"non-finite evaluation loss at epoch {metrics['epoch']}"
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss if val_loss is not None else metrics["train_loss"])
+        return stop, None, ""
+
+    def save(self, epoch: int) -> None:
+        """After an epoch: the journal's new line, the checkpoint that commits it, the record."""
+        if self.ckpt_path is not None:
             # Journal first, then the checkpoint that commits its new line, then the record: a crash
             # in between leaves a line that nothing refers to, cut off on resume (adapt.records).
-            journal.append({"epochs": record["epochs"], "traces": policy.traces()})
-            atomic_save({
-                "config": config.to_dict(), "epoch": epoch, "step": step, "started": record["started"],
-                "elapsed": elapsed_before + time.time() - started,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "qmodel": qmodel.state_dict() if qmodel is not None else None,
-                "qgenerator": qmodel.generator.get_state() if qmodel is not None else None,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "policy": policy.checkpoint_state(), "rng": torch.get_rng_state(), "journal": journal.pointer(),
-            }, ckpt_path)
-        if record_path is not None:
-            _finish(record, policy, "running", "", elapsed_before + time.time() - started)
-            write_running_record(record_path, record, journal)
+            self.journal.append({"epochs": self.record["epochs"], "traces": self.policy.traces()})
+            save_checkpoint(self.ckpt_path, self, epoch, self.elapsed())
+        if self.record_path is not None:
+            self._summarize(RUNNING, "")
+            write_running_record(self.record_path, self.record, self.journal)
+
+    def finish(self, status: str, message: str) -> dict:
+        """The final record, written whole; a finished run's journal is deleted (the record holds it all)."""
+        self._summarize(status, message)
+        if self.record_path is not None:
+            atomic_write_json(self.record_path, self.record)
+            if status in FINISHED and self.journal is not None:
+                self.journal.remove()  # the record now holds all of it, and a finished run is never resumed
+        return self.record
+
+    def record_failure(self, exc: BaseException) -> None:
+        """The record says ``failed`` with the exception's message (its epochs so far kept)."""
+        if self.record_path is None:
+            return
+        self.record.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", finished=utc_now())
+        atomic_write_json(self.record_path, self.record)
+
+    def _summarize(self, status: str, message: str) -> None:
+        record = self.record
+        epochs = [e for e in record["epochs"] if e.get("test_acc") is not None]
+        final = {"epochs_run": len(record["epochs"])}
+        if epochs:
+            last = epochs[-1]
+            best_val = max(epochs, key=lambda e: (e["val_acc"] if e["val_acc"] is not None else -1.0, -e["epoch"]))
+            final.update({
+                "final_test_acc": last["test_acc"], "final_val_acc": last["val_acc"],
+                "final_train_loss": last["train_loss"], "best_test_acc": max(e["test_acc"] for e in epochs),
+                "test_acc_at_best_val": best_val["test_acc"] if best_val["val_acc"] is not None else None,
+                "steps": last["steps"],
+            })
+        record.update(final=final, traces=self.policy.traces(), policy=self.policy.summary(), status=status,
+                      message=message, wall_time_s=self.elapsed())
+        if status != RUNNING:
+            record["finished"] = utc_now()
+
+
+# ----------------------------------------------------------------------------- the loop
+def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=False, device=None,
+        epoch_limit: Optional[int] = None, force: bool = False, run_info: Optional[dict] = None,
+        policy: Optional[PrecisionPolicy] = None) -> dict:
+    """Train ``config`` and return its run record.
+
+    ``out_dir`` (optional) receives ``record.json`` after every epoch and ``checkpoint.pt``.  What is
+    done with what the folder already holds is :func:`adapt.records.run_state`'s answer: a finished
+    record of this config is returned as is (``force`` retrains), a record of another config is an
+    error (``force`` replaces it), an unfinished run continues from its checkpoint (with ``resume``;
+    ``force`` restarts it), and an unfinished record without a checkpoint is kept as
+    ``record.json.previous`` while the run starts afresh.  A record that is not valid JSON is set
+    aside (``record.json.corrupt``); a checkpoint that cannot be loaded is set aside
+    (``checkpoint.pt.corrupt``), the record keeps its epochs and says ``failed``, and
+    :class:`CheckpointError` says what to do.
+
+    ``epoch_limit`` stops after that many epochs *in this call* (status ``interrupted``, checkpoint
+    kept): what a killed job leaves behind.  ``progress``: ``True`` prints a line at the start, per
+    epoch and at the end (:class:`adapt.progress.ProgressPrinter`); a ``ProgressPrinter`` is used as
+    given.  ``run_info``: extra top-level record fields (the grid's ``run_id`` and ``overrides``).
+    ``policy``: a :class:`~adapt.policies.PrecisionPolicy` object to train with instead of the
+    registered method's (:mod:`adapt.methods`); the record names its class (``policy_class``).
+
+    An exception inside training is recorded (status ``failed`` with the error message) before it
+    propagates.
+    """
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    out_dir = Path(out_dir) if out_dir is not None else None
+    resume_from_checkpoint = False
+    if out_dir is not None:
+        state = run_state(out_dir, config.to_dict())
+        if state.kind == "corrupt":
+            read_record(out_dir / RECORD)  # sets it aside, with a warning naming it
+            state = run_state(out_dir, config.to_dict())
+        if not force:
+            if state.kind == "finished":
+                return state.record
+            if state.kind == "stale":
+                raise ValueError(f"{out_dir / RECORD} holds a run of another config; use another out_dir, or "
+                                 f"force=True (adapt run --force) to replace it")
+            if state.kind == "restart" and state.record.get("epochs"):
+                kept = set_aside(out_dir / RECORD, ".previous")
+                if progress:
+                    print(f"[{(run_info or {}).get('run_id') or config.name}] no checkpoint to resume from: "
+                          f"restarting from scratch (the old record is kept as {kept.name})", flush=True)
+            resume_from_checkpoint = resume and state.kind == "resumable"
+    device = pick_device(device)
+    if device.type == "cpu":  # page faults were up to half of a CPU step (adapt/cpu_memory.py)
+        keep_freed_memory()
+    training = Training.start(config, device, out_dir, run_info, policy, resume=resume_from_checkpoint)
+    reporter = None
+    if progress:
+        reporter = progress if isinstance(progress, ProgressPrinter) else ProgressPrinter(
+            (run_info or {}).get("run_id") or config.name, open_ended=training.policy.controls_lr)
+    try:
         if reporter is not None:
-            reporter.epoch(metrics, config.epochs, metrics["time_s"])
-        if stop:
-            message = "stopped by the precision policy"
-            break
-    if l1 is not None:
-        l1.remove()
-    _finish(record, policy, status, message, elapsed_before + time.time() - started)
-    if record_path is not None:
-        atomic_write_json(record_path, record)
-        if status in FINISHED and journal is not None:
-            journal.remove()  # the record now holds all of it, and a finished run is never resumed
+            reporter.start(training.start_epoch, config.epochs, device, out_dir)
+        status, message = _train(training, epoch_limit, reporter)
+    except Exception as exc:
+        training.record_failure(exc)
+        if reporter is not None:
+            reporter.end(FAILED, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    record = training.finish(status, message)
     if reporter is not None:
-        reporter.end(status, message if status != "completed" else "", record["final"])
-    state.pop("progress", None)
+        reporter.end(status, message if status != COMPLETED else "", record["final"])
     return record
 
 
-def _finish(record: dict, policy, status: str, message: str, wall: float) -> None:
-    epochs = [e for e in record["epochs"] if e.get("test_acc") is not None]
-    final = {"epochs_run": len(record["epochs"])}
-    if epochs:
-        last = epochs[-1]
-        best_val = max(epochs, key=lambda e: (e["val_acc"] if e["val_acc"] is not None else -1.0, -e["epoch"]))
-        final.update({
-            "final_test_acc": last["test_acc"], "final_val_acc": last["val_acc"], "final_train_loss": last["train_loss"],
-            "best_test_acc": max(e["test_acc"] for e in epochs),
-            "test_acc_at_best_val": best_val["test_acc"] if best_val["val_acc"] is not None else None,
-            "steps": last["steps"],
-        })
-    record["final"] = final
-    record["traces"] = policy.traces()
-    record["policy"] = policy.summary()
-    record["status"] = status
-    record["message"] = message
-    record["wall_time_s"] = wall
-    if status != "running":
-        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _train(training: Training, epoch_limit: Optional[int], reporter) -> tuple:
+    """The epochs of one call: ``(status, message)`` of how they ended."""
+    config = training.config
+    training.l1 = L1Gradient(training.model, config.l1_decay, config.accumulation_steps) if config.l1_decay else None
+    status, message = COMPLETED, ""
+    try:
+        for k, epoch in enumerate(range(training.start_epoch, config.epochs)):
+            if epoch_limit is not None and k >= epoch_limit:
+                return INTERRUPTED, f"stopped after {epoch_limit} epoch(s) by epoch_limit"
+            t0 = time.time()
+            metrics, message = training.train_epoch(epoch)
+            if metrics is None:
+                return DIVERGED, message
+            stop, diverged, message = training.end_epoch(metrics, t0)
+            if diverged:
+                return diverged, message
+            training.save(epoch)
+            if reporter is not None:
+                reporter.epoch(metrics, config.epochs, metrics["time_s"])
+            if stop:
+                return COMPLETED, "stopped by the precision policy"
+    finally:
+        if training.l1 is not None:
+            training.l1.remove()
+    return status, message

@@ -43,7 +43,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapt.data import datasets as data_module  # noqa: E402
 from adapt.data.base import ImageDataset  # noqa: E402
 from adapt import train  # noqa: E402
 from adapt.experiments.configs import PROFILES  # noqa: E402
@@ -97,7 +96,7 @@ def time_one_epoch(config, device, max_train=None) -> dict:
     def fake_load(name, *args, **kwargs):
         return random_dataset(name, cap, seed=config.seed)
 
-    with mock.patch.object(data_module, "load_dataset", fake_load):
+    with mock.patch.object(train, "load_dataset", fake_load):
         record = train.run(config, out_dir=None, device=device, epoch_limit=1, resume=False)
     if record["status"] not in ("interrupted", "completed") or not record["epochs"]:
         raise RuntimeError(f"{config.name}: the timing epoch ended with status {record['status']!r}: "

@@ -4,7 +4,7 @@ Three results roots, each notebook executed once per root (module-scoped fixture
 
 * a copy of the committed smoke records with one ``record.json`` truncated, one holding
   ``[]``, and a 1-epoch custom run of a grid point beside its grid record;
-* the ``quick`` profile with only failure records (what ``make reproduce PROFILE=quick``
+* the ``quick`` profile with only failure records (what ``make grid PROFILE=quick``
   leaves offline);
 * an empty root.
 

@@ -141,7 +141,7 @@ def test_allowed_names_match_the_modules():
     assert allowed["dataset"] == tuple(DATASETS)
     assert allowed["init"] == models.INITS and allowed["variant"] == heuristic.VARIANTS
     opts = allowed["policy"]
-    assert opts["float32"] == ()
+    assert opts["float32"] == ("normalize_gradients",)
     assert opts["fixed"] == tuple(inspect.signature(policies.FixedPrecisionPolicy).parameters)
     assert opts["muppet"] == muppet._OPTIONS  # the tuple MuppetPolicy.from_config checks against
     adapt_params = tuple(inspect.signature(heuristic.AdaptPolicy).parameters)
@@ -152,7 +152,7 @@ def test_allowed_names_match_the_modules():
 def test_every_allowed_policy_key_builds_a_policy():
     """The allowed keys are exactly what the policy code accepts: each registry policy plus
     any allowed key builds, and the constructors reject the keys validate rejects."""
-    from adapt.train import make_policy
+    from adapt.methods import make_policy
 
     for name in (ADAPT, MUPPET, FIXED, FLOAT):
         make_policy(get_config(name))

@@ -407,7 +407,7 @@ def test_unreadable_placed_archive_says_so(tmp_path, offline, monkeypatch):
     def unreadable(path, chunk=0):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(data, "_md5", unreadable)
+    monkeypatch.setattr(data, "md5_of", unreadable)
     with pytest.raises(DatasetNotAvailable) as err:
         load_cifar("cifar10", tmp_path)
     msg = assert_complete(err.value)

@@ -22,7 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
-DOC_FILES = ("README.md", "method.md", "extending.md", "results-format.md")
+DOC_FILES = ("README.md", "method.md", "architecture.md", "running.md", "reproducibility.md", "extending.md",
+             "results-format.md")
 
 # Spelled in pieces so that this file does not match its own patterns.
 PRIVATE_FOLDER = "shared" + "/" + "reference"
@@ -309,7 +310,8 @@ def test_results_format_lists_the_fields_of_records(example_run):
         problems.append(f"failure_record keys {sorted(failure)} != the 'every record' fields {sorted(always)}")
     fresh = json.loads((example_run / "results" / "smoke" / "float32-tiny_cnn-quadrants-reference-s1-f0"
                         / "record.json").read_text())
-    if set(fresh) != documented:
+    # policy_class is only in the record of a run trained with a policy object (tests/test_registries.py)
+    if set(fresh) != documented - {"policy_class"}:
         problems.append(f"a record written by adapt.experiments.grid has {sorted(fresh)}, the doc lists {sorted(documented)}")
 
     records = committed_records()

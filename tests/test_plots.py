@@ -12,6 +12,7 @@ from matplotlib.collections import QuadMesh  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from adapt.analysis import plots  # noqa: E402
+from adapt.analysis.plots import formats as plot_formats  # noqa: E402
 from adapt.models import build_model  # noqa: E402
 
 
@@ -207,8 +208,8 @@ def test_number_formats_figure():
 
 
 def test_float32_and_fixed_bits_of_the_example():
-    assert plots._float32_bits(2.6875) == "0" + "10000000" + "01011" + "0" * 18
-    assert plots._twos(43, 8) == "00101011" and plots._twos(-40, 8) == "11011000"
+    assert plot_formats._float32_bits(2.6875) == "0" + "10000000" + "01011" + "0" * 18
+    assert plot_formats._twos(43, 8) == "00101011" and plot_formats._twos(-40, 8) == "11011000"
 
 
 def test_rounding_figure_unbiased():

@@ -87,11 +87,11 @@ def test_a_custom_run_beside_the_grid_changes_no_number_of_the_block(records):
 
 
 def _readme_figures():
-    """The figure files the README's figures table lists (``<model>`` expanded), with the notebook it names."""
+    """The figure files notebooks/README.md's figures table lists (``<model>`` expanded), with the notebook it names."""
     from adapt.experiments.grid import MODELS
 
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Results of the committed smoke run"):readme.index("## The notebooks")]
+    text = (ROOT / "notebooks" / "README.md").read_text()
+    section = text[text.index("## Figures"):]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "`figures/" in line]
     out = {}
     for line in rows:
@@ -114,7 +114,7 @@ def _make_figures_notebooks():
 
 def test_make_figures_regenerates_every_figure_the_readme_lists():
     listed = _readme_figures()
-    assert listed, "no figures table in the README's smoke section"
+    assert listed, "no figures table in notebooks/README.md"
     run = _make_figures_notebooks()
     for path, notebook in listed.items():
         assert (ROOT / path).exists(), path
@@ -135,3 +135,50 @@ def test_notebooks_test_keeps_figures_out_of_the_repository():
     for line in commands:
         assert "ADAPT_FIGURES=$(CURDIR)/notebooks/executed/figures" in line, line
     assert "notebooks/executed/" in (ROOT / ".gitignore").read_text()
+
+
+def test_the_readme_is_a_few_screens():
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines <= 200, f"README.md has {lines} lines; details belong in docs/ (at most 200)"
+
+
+def markdown_links(path: Path) -> list:
+    """``(target, anchor)`` of every relative markdown link in ``path`` (not inside code blocks)."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    links = []
+    for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+        target = m.group(1)
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        links.append((file, anchor))
+    return links
+
+
+def heading_anchors(path: Path) -> set:
+    """GitHub's anchors of the headings of a markdown file."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/README.md", "docs/method.md", "docs/architecture.md",
+                                 "docs/running.md", "docs/reproducibility.md", "docs/extending.md",
+                                 "docs/results-format.md", "benchmarks/README.md", "notebooks/README.md",
+                                 "results/README.md"])
+def test_every_link_resolves(doc):
+    path = ROOT / doc
+    broken = []
+    for file, anchor in markdown_links(path):
+        target = (path.parent / file).resolve() if file else path
+        if not target.exists():
+            broken.append(f"{file} (no such file)")
+        elif anchor and target.suffix == ".md" and anchor not in heading_anchors(target):
+            broken.append(f"{file}#{anchor} (no such heading)")
+    assert not broken, f"{doc}: broken links: {broken}"
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n\nsee [b](b.md) and [t](#title) and [x](#nowhere)\n")
+    assert markdown_links(tmp_path / "a.md") == [("b.md", ""), ("", "title"), ("", "nowhere")]
+    assert heading_anchors(tmp_path / "a.md") == {"title"}

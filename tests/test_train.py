@@ -79,7 +79,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     again = run(cfg, out_dir=tmp_path / "cut", device="cpu")
     assert again["finished"] == resumed["finished"]
     # a different config in the same place is refused
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match="another config"):
         run(cfg.replace(seed=5), out_dir=tmp_path / "cut", device="cpu")
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import nbformat
 
+from adapt.experiments.runner import KERNEL_ARGUMENTS
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -83,7 +85,8 @@ def run(paths, out_dir=None, parameters=None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"executing {path.relative_to(ROOT)} -> {target}", flush=True)
         papermill.execute_notebook(str(path), str(target), parameters=parameters or {}, kernel_name="python3",
-                                   cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+                                   cwd=str(NOTEBOOKS), progress_bar=False, log_output=False,
+                                   extra_arguments=list(KERNEL_ARGUMENTS))
         # in place or not (results/<profile>/notebooks/ are committed too): no timestamps, no paths
         nb = nbformat.read(target, as_version=4)
         clean(nb)

@@ -53,7 +53,10 @@ import pandas as pd
 import torch
 
 from adapt import heuristic
+from adapt.analysis.plots.style import new_figure, styled
+from adapt.experiments.configs import get_config
 from adapt.quant import FixedPoint, fixed_point
+from adapt.train import run
 
 __all__ = [
     "ENV_VAR",
@@ -210,8 +213,6 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
     Example (notebook 01): ``trained_weight(epochs=2, subset=2000)`` -- LeNet-5 trained
     in float32 on 2,000 of the bundled MNIST images.
     """
-    from adapt.experiments.configs import get_config
-    from adapt.train import run
 
     cfg = get_config(config, seed=seed, **overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,10 +225,8 @@ def trained_weight(config: str = "mnist5k/float32/lenet5/mnist5k", tensor: str =
 
 # ======================================================================= figures
 def _figure(ncols, figsize):
-    from adapt.analysis.plots.style import _new_figure, _styled
-
-    with _styled():
-        fig, axes = _new_figure(1, ncols, figsize=figsize)
+    with styled():
+        fig, axes = new_figure(1, ncols, figsize=figsize)
     return fig, axes[0]
 
 

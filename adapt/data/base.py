@@ -77,7 +77,7 @@ class DataRootError(DatasetNotAvailable):
 # --------------------------------------------------------------------------- checks
 
 
-def _check_int(name: str, value, low: int, high: Optional[int] = None) -> int:
+def check_int(name: str, value, low: int, high: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     value = int(value)
@@ -87,13 +87,13 @@ def _check_int(name: str, value, low: int, high: Optional[int] = None) -> int:
     return value
 
 
-def _check_name(name) -> str:
+def check_name(name) -> str:
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
     return name
 
 
-def _labels_numpy(labels) -> np.ndarray:
+def labels_numpy(labels) -> np.ndarray:
     if isinstance(labels, ImageDataset):
         labels = labels.labels
     if isinstance(labels, torch.Tensor):
@@ -197,7 +197,7 @@ def default_root() -> Path:
     return (repo if repo is not None else Path.cwd()) / "data"
 
 
-def _resolve_root(root) -> tuple[Path, str]:
+def resolve_root(root) -> tuple[Path, str]:
     if root is not None:
         return Path(root).expanduser(), "the root argument"
     if os.environ.get(ENV_VAR, "").strip():

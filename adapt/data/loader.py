@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt.data.base import CIFAR_MEAN, CIFAR_STD, CROP_PADDING, DeviceLike, ImageDataset, NORMALIZATION, _check_int
+from adapt.data.base import CIFAR_MEAN, CIFAR_STD, CROP_PADDING, DeviceLike, ImageDataset, NORMALIZATION, check_int
 
 # --------------------------------------------------------------------------- augmentation
 
@@ -65,7 +65,7 @@ def augment_batch(
     return padded.reshape(b, c, hp * wp).gather(2, lin).view(b, c, h, w)
 
 
-def _mix_seed(seed: int, stream: int) -> int:
+def mix_seed(seed: int, stream: int) -> int:
     """A well-mixed 63-bit seed that is a pure function of (seed, stream)."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
@@ -113,9 +113,9 @@ class DeviceLoader:
     ):
         if not isinstance(dataset, ImageDataset):
             raise ValueError(f"dataset must be an ImageDataset, got {type(dataset).__name__}")
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.padding = _check_int("padding", padding, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.padding = check_int("padding", padding, 0)
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
         self.drop_last = bool(drop_last)
@@ -143,13 +143,13 @@ class DeviceLoader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self._epoch = _check_int("epoch", epoch, 0)
+        self._epoch = check_int("epoch", epoch, 0)
 
     def plan(self, epoch: int) -> EpochPlan:
         """Order, crop corners and flips of ``epoch`` (pure function of seed and epoch)."""
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0)
         n = len(self.dataset)
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         if not self.augment:
             return EpochPlan(order, None, None)

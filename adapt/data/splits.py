@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from adapt.data.base import ImageDataset, _check_int, _labels_numpy
+from adapt.data.base import ImageDataset, check_int, labels_numpy
 
 SPLIT_PROTOCOLS = ("kfold", "holdout", "none")
 
@@ -18,12 +18,12 @@ def kfold_split(labels, n_splits: int = 10, fold: int = 0, seed: int = 0) -> tup
     shuffle=True, random_state=seed)`` (AdaPT's protocol: 10 folds)."""
     from sklearn.model_selection import StratifiedKFold
 
-    y = _labels_numpy(labels)
-    n_splits = _check_int("n_splits", n_splits, 2)
+    y = labels_numpy(labels)
+    n_splits = check_int("n_splits", n_splits, 2)
     if n_splits > len(y):
         raise ValueError(f"n_splits={n_splits} exceeds the number of examples ({len(y)})")
-    fold = _check_int("fold", fold, 0, n_splits - 1)
-    seed = _check_int("seed", seed, 0)
+    fold = check_int("fold", fold, 0, n_splits - 1)
+    seed = check_int("seed", seed, 0)
     skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for k, (train_idx, val_idx) in enumerate(skf.split(np.zeros(len(y)), y)):
         if k == fold:
@@ -36,10 +36,10 @@ def holdout_split(labels, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.
     (MuPPET's protocol: a fixed 80/20 train/val split of the training set)."""
     from sklearn.model_selection import train_test_split
 
-    y = _labels_numpy(labels)
+    y = labels_numpy(labels)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     train_idx, val_idx = train_test_split(
         np.arange(len(y)), test_size=float(val_fraction), stratify=y, random_state=seed
     )

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import pandas as pd
+
+from adapt import paths
+from adapt.experiments.configs import CONFIGS
+from adapt.experiments.grid import POINT_FIELDS, GridPoint
+from adapt.experiments.runner import run_grid
 from adapt.heuristic import VARIANT_OPTIONS, VARIANTS
+from adapt.records import run_state
 
 __all__ = ["BASE_CONFIG", "SEEDS", "SUBDIR", "AblationRow", "options", "ablation_rows", "effective_options",
            "row_of", "ablation_points", "ablation_root", "figures_dir", "run_ablation", "load_ablation"]
@@ -126,8 +133,6 @@ def ablation_points(config_name: str = BASE_CONFIG, seeds: Sequence[int] = SEEDS
     (otherwise the corrected endpoint would not be corrected); a ``policy`` override is
     merged into the base config's policy.
     """
-    from adapt.experiments.configs import CONFIGS
-    from adapt.experiments.grid import POINT_FIELDS, GridPoint
 
     if config_name not in CONFIGS:
         raise ValueError(f"unknown config {config_name!r}; the ablation needs an 'adapt' config, "
@@ -166,7 +171,6 @@ def ablation_points(config_name: str = BASE_CONFIG, seeds: Sequence[int] = SEEDS
 
 def ablation_root(results_root=None) -> Path:
     """``<results root>/ablation``: the results root the ablation's points are trained into."""
-    from adapt import paths
 
     return paths.results_root(results_root) / SUBDIR
 
@@ -178,11 +182,10 @@ def figures_dir(results_root=None, figures_dir=None) -> Path:
     Beside the records it is drawn from, as ``results/mnist5k/figures/`` holds the mnist5k
     figures, so that the repository's ``figures/`` keeps only the figures the README lists.
     """
-    from adapt import paths
 
     if figures_dir is not None and str(figures_dir) != "":
         return paths.figures_root(figures_dir)
-    env = paths._from_env(paths.FIGURES_ENV)
+    env = paths.env_path(paths.FIGURES_ENV)
     return env if env is not None else ablation_root(results_root) / "figures"
 
 
@@ -192,7 +195,6 @@ def run_ablation(points, results_root=None, force: bool = False, verbose: bool =
     In this process (the runner's ``inline`` executor), into :func:`ablation_root`; returns the
     runner's status frame (:func:`adapt.experiments.runner.run_grid`).  ``force`` retrains finished points.
     """
-    from adapt.experiments.runner import run_grid
 
     pts = [p[1] if isinstance(p, tuple) else p for p in points]
     return run_grid(points=pts, results_root=ablation_root(results_root), executor="inline", force=force,
@@ -206,24 +208,19 @@ def load_ablation(points, results_root=None) -> tuple:
     ``missing`` (no record) or ``stale`` (its config is not the point's current config; left
     out of ``records``) -- and ``path`` (relative to the results root).
     """
-    import pandas as pd
-
-    from adapt.experiments.grid import _jsonable
-    from adapt.records import read_record
-
     root = ablation_root(results_root)
     records, rows = [], []
     for item in points:
         row, point = item if isinstance(item, tuple) else (None, item)
         path = point.out_dir(root) / "record.json"
-        record = read_record(path)
-        if record is None:
-            status = "missing"
-        elif _jsonable(record.get("config")) != _jsonable(point.config().to_dict()):
+        state = run_state(path.parent, point.config().to_dict())
+        if state.kind in ("new", "corrupt"):
+            status = "missing" if state.kind == "new" else "corrupt"
+        elif state.kind == "stale":
             status = "stale"
         else:
-            status = record.get("status")
-            records.append(record)
+            status = state.status
+            records.append(state.record)
         rows.append({"row": row.label if row is not None else row_of(point.config()), "seed": point.seed,
                      "run_id": point.run_id, "status": status,
                      "path": path.relative_to(root.parent).as_posix()})

@@ -41,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from adapt.records import atomic_write_json
+
 __all__ = ["HELD_ENV", "TIMEOUT_ENV", "LOCK_NAME", "INFO_NAME", "HEARTBEAT_S", "DEFAULT_TIMEOUT_S", "PointClaimed",
            "claim", "holder", "held_by_caller", "describe", "claim_timeout"]
 
@@ -118,8 +120,6 @@ def _read_info(out_dir: Path) -> Optional[dict]:
 
 
 def _write_info(out_dir: Path, info: dict) -> None:
-    from adapt.records import atomic_write_json
-
     atomic_write_json(out_dir / INFO_NAME, dict(info, heartbeat=_now().isoformat(timespec="seconds")))
 
 

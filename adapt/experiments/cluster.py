@@ -23,13 +23,20 @@ and writes its record atomically, exactly as a local run does.
   folder's ``slurm/job.json`` names its job id and the log folder.
 * Points that are finished or claimed when the grid submits are not submitted.
 
-``submitit`` is an optional dependency: ``pip install "adapt[cluster]"``.
+``submitit`` is an optional dependency: ``pip install -e ".[cluster]"`` in the clone (the distribution is
+``adapt-replication``; ``pip install adapt`` installs an unrelated package), or ``pip install submitit``.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from adapt import paths
+from adapt.experiments import claims
+from adapt.experiments.grid import GridPoint
+from adapt.experiments.runner import run_point
+from adapt.records import atomic_write_json, run_state
 
 __all__ = ["CLUSTER_EXECUTORS", "PointJob", "make_executor", "submit_points", "wait_jobs", "require_submitit"]
 
@@ -42,7 +49,7 @@ def require_submitit():
         import submitit
     except ImportError:
         raise ImportError("the slurm executor needs submitit, an optional dependency: "
-                          "pip install 'adapt[cluster]' (or pip install submitit)") from None
+                          "pip install -e '.[cluster]' in the adapt clone, or pip install submitit") from None
     return submitit
 
 
@@ -54,14 +61,10 @@ class PointJob:
         self.started = None
 
     def _grid_point(self):
-        from adapt.experiments.grid import GridPoint
-
         p = self.point
         return GridPoint(p["config_name"], p["variant"], p["seed"], p["fold"], p.get("overrides") or {})
 
     def __call__(self) -> dict:
-        from adapt.experiments.runner import run_point
-
         self.started = time.time()
         return run_point(self._grid_point(), self.results_root, executor="inline", force=self.force,
                          progress=True)
@@ -98,8 +101,6 @@ def make_executor(kind: str, folder, timeout_min: float, partition: Optional[str
 
 
 def _job_file(out_dir: Path, job, log_folder) -> None:
-    from adapt.records import atomic_write_json
-
     atomic_write_json(out_dir / "slurm" / "job.json", {"job_id": str(job.job_id), "log_folder": str(log_folder),
                                                         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
@@ -109,19 +110,18 @@ def submit_points(points: Sequence, results_root, kind: str = "slurm", timeout_m
                   cpus_per_job: Optional[int] = None, array_parallelism: Optional[int] = None,
                   force: bool = False, verbose: bool = True) -> list:
     """Submit one job per point that is neither finished nor claimed; returns ``[(point, job)]``."""
-    from adapt.experiments import claims
-    from adapt import paths
-    from adapt.experiments.grid import FINISHED
-    from adapt.records import read_record
-
     results_root = paths.results_root(results_root)
     todo = []
     for p in points:
         out_dir = p.out_dir(results_root)
-        record = read_record(out_dir / "record.json")
-        if not force and record is not None and record.get("status") in FINISHED:
+        try:
+            config = p.config().to_dict()
+        except ValueError:  # an invalid override: the job fails and records why
+            config = None
+        state = run_state(out_dir, config)
+        if not force and state.kind == "finished":
             if verbose:
-                print(f"{p.run_id}: {record['status']}, not submitted", flush=True)
+                print(f"{p.run_id}: {state.status}, not submitted", flush=True)
             continue
         holder = claims.holder(out_dir)
         if holder is not None:

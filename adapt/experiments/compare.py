@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+from adapt.records import load_record
+
 __all__ = [
     "IGNORED_FIELDS", "IGNORED_KEYS", "RESULT_FIELDS", "EpochDifference", "TraceDifference", "Comparison",
     "compare_records", "load", "UsageError",
@@ -497,8 +499,6 @@ class UsageError(Exception):
 
 def load(path) -> Tuple[dict, Path]:
     """The record at ``path`` (a ``record.json`` or a run folder holding one) and the file it came from."""
-    from adapt.records import load_record
-
     p = Path(path)
     if p.is_dir():
         p = p / "record.json"

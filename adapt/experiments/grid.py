@@ -4,7 +4,7 @@ A :class:`GridPoint` is one training run: a named config
 (``"<profile>/<method>/<model>/<dataset>"``, :mod:`adapt.experiments.configs`), the AdaPT
 heuristic variant, a seed and a fold.  :func:`grid` lists the points of a profile,
 :func:`run_point` runs one, :func:`run_grid` runs them all and returns their
-statuses; ``python -m adapt grid PROFILE`` is the command line (``make reproduce``).
+statuses; ``python -m adapt grid PROFILE`` is the command line (``make grid``).
 
 The grids
 ---------
@@ -64,16 +64,16 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from adapt import paths
-from adapt.experiments.configs import CONFIGS, PROFILES, SDM_KCV, get_config
 from adapt.config import ExperimentConfig
+from adapt.experiments.configs import CONFIGS, PROFILES, SDM_KCV, get_config
+from adapt.records import FAILED, SCHEMA, jsonable, utc_now
 
 __all__ = [
-    "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS", "FINISHED",
+    "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS",
     "GridPoint", "grid", "failure_record", "select", "shard", "overrides_tag", "record_point",
     "is_grid_record", "split_records", "POINT_FIELDS",
 ]
@@ -127,17 +127,7 @@ FOLDS = {"smoke": (0,), "quick": (0,), "paper": tuple(range(10)),
 
 EXECUTORS = ("papermill", "inline")
 
-#: Record statuses of a point that is done (the same as adapt.train's).
-FINISHED = ("completed", "diverged")
-
 DEFAULT_NOTEBOOK = "notebooks/10-train.ipynb"
-
-
-def _jsonable(obj):
-    """``obj`` as it reads back from a JSON record (tuples become lists, NaN a string)."""
-    from adapt.records import _json_default, _sanitize
-
-    return json.loads(json.dumps(_sanitize(obj), default=_json_default))
 
 
 #: Fields of a config that a :class:`GridPoint` sets itself (never an override).
@@ -153,7 +143,7 @@ def overrides_tag(overrides) -> str:
     items = dict(overrides)
     if not items:
         return ""
-    text = json.dumps(_jsonable(items), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(jsonable(items), sort_keys=True, separators=(",", ":"))
     return "x" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -169,7 +159,7 @@ def _normalize_overrides(config_name: str, overrides) -> tuple:
         if key == "name" or key == "profile":
             raise ValueError(f"override {key!r}={value!r}: the config's {key} comes from its registry entry "
                              f"{config_name!r} and cannot be overridden")
-        if key in base and _jsonable(value) == base[key]:
+        if key in base and jsonable(value) == base[key]:
             continue  # the registry's own value: the point stays the grid's
         out.append((key, _freeze(value)))
     return tuple(sorted(out))
@@ -347,8 +337,6 @@ def failure_record(config: Union[ExperimentConfig, dict, str], message: str) -> 
     itself could not be built, in which case model, dataset and method are read
     from the name).
     """
-    from adapt.records import SCHEMA
-
     if isinstance(config, ExperimentConfig):
         cfg = config.to_dict()
     elif isinstance(config, dict):
@@ -359,9 +347,9 @@ def failure_record(config: Union[ExperimentConfig, dict, str], message: str) -> 
                "method": parts[1] if len(parts) > 1 else None, "model": parts[2] if len(parts) > 2 else None,
                "dataset": parts[3] if len(parts) > 3 else None, "variant": "reference", "seed": None,
                "fold": None, "protocol": None}
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = utc_now()
     return {
-        "schema": SCHEMA, "name": cfg.get("name"), "status": "failed", "config": cfg, "environment": {},
+        "schema": SCHEMA, "name": cfg.get("name"), "status": FAILED, "config": cfg, "environment": {},
         "epochs": [], "traces": {}, "final": {}, "policy": {}, "wall_time_s": 0.0, "started": now,
         "finished": now, "message": message,
     }

@@ -37,39 +37,47 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from adapt import paths
-from adapt.experiments.grid import (DEFAULT_NOTEBOOK, EXECUTORS, FINISHED, GridPoint, _jsonable, failure_record, grid, select)
-from adapt.records import read_record
+import pandas as pd
 
-__all__ = ["train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
+from adapt import paths, train
+from adapt.experiments import claims
+from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, failure_record, grid, select
+from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, atomic_write_json, read_record, run_state, utc_now
+
+#: Extra arguments of every kernel this package starts: its log at ERROR, so that ipykernel's "Kernel is
+#: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+
+__all__ = ["KERNEL_ARGUMENTS", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
 
 
 def _mark_failed(point: GridPoint, out_dir: Path, message: str) -> dict:
     """Make ``out_dir/record.json`` say ``failed``: keep a record training wrote, else write a minimal one."""
-    from adapt.records import atomic_write_json
-
     path = out_dir / "record.json"
     record = read_record(path)
-    if record is not None and record.get("status") == "failed" and record.get("message"):
+    if record is not None and record.get("status") == FAILED and record.get("message"):
         return record  # adapt.train already recorded the failure
+    if record is not None and record.get("status") in FINISHED:
+        # A forced rerun that failed before it trained an epoch: the finished record stays.
+        return {**record, "status": FAILED,
+                "message": f"{message} (the finished record in {paths.display(path)} is kept)"}
     if record is None:
         try:
             cfg = point.config()
-        except Exception:  # the config itself is invalid
+        except ValueError:  # the config itself is invalid
             cfg = point.config_name
         record = failure_record(cfg, message)
         record.update(run_id=point.run_id, overrides=point.override_dict)
     else:
-        record["status"] = "failed"
-        record["message"] = message
-        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record.update(status=FAILED, message=message, finished=utc_now())
     atomic_write_json(path, record)
     return record
 
@@ -110,40 +118,21 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
     ``results_root``: see :func:`adapt.paths.results_root` (default ``$ADAPT_RESULTS`` or
     the repository's ``results/``).  ``progress`` prints a line per epoch.
 
-    Resumes an unfinished run from its checkpoint; returns a finished one without
-    recomputing unless ``force``.  The point is claimed for the call
-    (:mod:`adapt.experiments.claims`): :class:`adapt.experiments.claims.PointClaimed` when another process is
-    training it.
+    What happens with what the folder holds (finished, resumable, stale ...) is
+    :func:`adapt.train.run`'s decision.  The point is claimed for the call
+    (:mod:`adapt.experiments.claims`): :class:`adapt.experiments.claims.PointClaimed` when
+    another process is training it.
     """
-    from adapt.experiments import claims
-    from adapt import train
-    from adapt.records import set_aside
-
     point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
     out_dir = point.out_dir(results_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"run_id": point.run_id, "overrides": point.override_dict}
     with claims.claim(out_dir):
-        existing = read_record(out_dir / "record.json")
-        if existing is not None and not force:
-            if _jsonable(existing.get("config")) != _jsonable(config.to_dict()):
-                raise ValueError(f"{out_dir / 'record.json'} holds a run of another config; "
-                                 f"use force=True (adapt run --force) to replace it")
-            if existing.get("status") in FINISHED:
-                if progress:
-                    print(f"[{point.run_id}] already {existing['status']} in {out_dir} (force=True retrains it)",
-                          flush=True)
-                return existing
-            if not (out_dir / "checkpoint.pt").exists():
-                # Nothing to resume (a failure record, a run killed before its first epoch ended, or
-                # a checkpoint set aside as corrupt): start afresh, keeping any history aside.
-                if existing.get("epochs"):
-                    kept = set_aside(out_dir / "record.json", ".previous")
-                    if progress:
-                        print(f"[{point.run_id}] no checkpoint to resume from: restarting from scratch "
-                              f"(the old record is kept as {kept.name})", flush=True)
-                force = True
+        state = run_state(out_dir, config.to_dict())
+        if state.kind == "finished" and not force and progress:
+            print(f"[{point.run_id}] already {state.status} in {paths.display(out_dir)} (force=True retrains it)",
+                  flush=True)
         return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
                          run_info=run_info, **train_kwargs)
 
@@ -164,9 +153,7 @@ def _notebook_results_root(results_root: Path) -> str:
 
 
 def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, progress: bool) -> None:
-    import papermill
-
-    from adapt.experiments import claims
+    import papermill  # an optional dependency (the notebooks extra): only this executor needs it
 
     nb = _resolve_notebook(notebook)
     if not nb.exists():
@@ -184,7 +171,8 @@ def _run_papermill(point: GridPoint, results_root: Path, notebook, force: bool, 
             os.path.relpath(nb), os.path.relpath(out_dir / nb.name),
             parameters=point.params(_notebook_results_root(results_root), force),
             kernel_name="python3", cwd=os.path.relpath(nb.parent), log_output=False, progress_bar=False,
-            stdout_file=sys.stdout if progress else None, stderr_file=sys.stderr if progress else None)
+            stdout_file=sys.stdout if progress else None, stderr_file=sys.stderr if progress else None,
+            extra_arguments=list(KERNEL_ARGUMENTS))
     finally:
         if previous is None:
             os.environ.pop(claims.HELD_ENV, None)
@@ -203,8 +191,6 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
     and ``action`` is ``skipped``, ``ran`` or ``failed``.  With ``progress``, a line is
     printed when the point starts and one per epoch while it trains.
     """
-    from adapt.experiments import claims
-
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     results_root = paths.results_root(results_root)
@@ -215,20 +201,20 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
     t0 = time.time()
 
     def done_already() -> bool:
-        existing = read_record(out_dir / "record.json")
-        if existing is None or force:
+        """A finished or stale point is skipped (``force`` retrains both): :func:`adapt.records.run_state`."""
+        if force:
             return False
         try:
-            wanted = _jsonable(point.config().to_dict())
-        except Exception as exc:  # an invalid override: the point fails, the record stays as it is
-            summary.update(status="failed", action="failed", message=failure_message(exc))
-            return True
-        if _jsonable(existing.get("config")) != wanted:
+            wanted = point.config().to_dict()
+        except ValueError:  # an invalid override: the run below fails, and its record says why
+            return False
+        state = run_state(out_dir, wanted)
+        if state.kind == "stale":
             summary.update(status="stale", action="skipped",
                            message="record.json holds a run of another config; rerun with --force to replace it")
             return True
-        if existing.get("status") in FINISHED:
-            summary.update(status=existing["status"], action="skipped", message=existing.get("message", ""))
+        if state.kind == "finished":
+            summary.update(status=state.status, action="skipped", message=state.record.get("message", ""))
             return True
         return False
 
@@ -254,7 +240,7 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
             except Exception as exc:
                 message = failure_message(exc)
                 record = _mark_failed(point, out_dir, message)
-                summary.update(status="failed", action="failed", message=record.get("message") or message)
+                summary.update(status=FAILED, action="failed", message=record.get("message") or message)
     except claims.PointClaimed as exc:
         summary.update(status="claimed", action="skipped", message=str(exc))
     summary["wall_s"] = time.time() - t0
@@ -271,8 +257,6 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     ``verbose``, a line is printed when a point starts, one per epoch while it trains
     (``progress``, default: ``verbose``), and one when it ends.
     """
-    import pandas as pd
-
     pts = select(list(points) if points is not None else grid(profile), only, match)
     progress = verbose if progress is None else progress
     rows = []
@@ -283,7 +267,7 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
                         label=label)
         rows.append(row)
         if verbose:
-            lines = (row["message"] or "").splitlines() if row["status"] != "completed" else []
+            lines = (row["message"] or "").splitlines() if row["status"] != COMPLETED else []
             msg = f"  {lines[0]}" if lines else ""
             print(f"{label} {row['run_id']:<48} {row['status']:<11} {row['action']:<7} {row['wall_s']:7.1f}s{msg}",
                   flush=True)
@@ -304,38 +288,33 @@ def point_status(point: GridPoint, results_root=None) -> dict:
     ``state`` is ``queued`` (nothing yet), ``claimed`` (a live process holds it; ``epoch``
     of ``epochs`` done), ``completed``, ``diverged``, ``failed`` (``message``),
     ``interrupted`` (resumable), ``stale`` (a record of another config) or ``corrupt``
-    (a record that does not parse).
+    (a record that does not parse): :func:`adapt.records.run_state`, plus the claim.
     """
-    from adapt.experiments import claims
-    from adapt.records import RecordError, load_record
-
     out_dir = point.out_dir(results_root)
     row = {"run_id": point.run_id, "state": "queued", "epoch": None, "epochs": None, "holder": "", "message": ""}
     try:
-        row["epochs"] = point.config().epochs
+        config = point.config().to_dict()
+        row["epochs"] = config["epochs"]
     except ValueError:
-        pass
-    record = None
-    try:
-        if (out_dir / "record.json").exists():
-            record = load_record(out_dir / "record.json")
-    except RecordError as exc:
-        row.update(state="corrupt", message=exc.problem)
-    if record is not None:
+        config = None
+    state = run_state(out_dir, config)
+    if state.kind == "corrupt":
+        row.update(state="corrupt", message=state.message)
+    elif state.record is not None:
+        record = state.record
         row["epoch"] = len(record.get("epochs") or [])
-        status = record.get("status")
-        if _jsonable(record.get("config")) != _jsonable(point.config().to_dict()):
+        if state.kind == "stale":
             row["state"] = "stale"
-        elif status == "running":
-            row["state"] = "interrupted"  # unless a live process holds it (below)
+        elif record.get("status") == RUNNING:
+            row["state"] = INTERRUPTED  # unless a live process holds it (below)
         else:
-            row["state"] = status
+            row["state"] = record.get("status")
         row["message"] = (record.get("message") or "").splitlines()[0] if record.get("message") else ""
     holder = claims.holder(out_dir)
     if holder is not None:
         row.update(state="claimed", holder=claims.describe(holder))
     job = _job_info(out_dir)
-    if job is not None and row["state"] in ("queued", "claimed", "interrupted"):
+    if job is not None and row["state"] in ("queued", "claimed", INTERRUPTED):
         row["holder"] = f"{row['holder']}  job {job.get('job_id')}".strip()
     return row
 
@@ -351,8 +330,6 @@ def _job_info(out_dir: Path) -> Optional[dict]:
 
 def status_frame(points: Sequence[GridPoint], results_root=None):
     """One row per point: :func:`point_status`."""
-    import pandas as pd
-
     return pd.DataFrame([point_status(p, results_root) for p in points],
                         columns=["run_id", "state", "epoch", "epochs", "holder", "message"])
 
@@ -375,9 +352,6 @@ def run_workers(devices: Sequence[str], argv: Sequence[str]) -> int:
     is trained once; their lines are printed prefixed with the device.  Returns the
     largest exit status of the workers.
     """
-    import subprocess
-    import threading
-
     procs, threads = [], []
 
     def pump(proc, tag):

@@ -32,7 +32,6 @@ The x axis of per-epoch plots is the number of epochs completed (a record's 0-ba
 """
 from __future__ import annotations
 
-from adapt.analysis.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
 from adapt.analysis.plots.formats import (number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure)
 from adapt.analysis.plots.heuristic import information_loss_figure
 from adapt.analysis.plots.muppet_trace import muppet_epochs, muppet_trace_figure

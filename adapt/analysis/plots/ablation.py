@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import ARM_COLORS, METHOD_COLORS, _new_figure, _styled
+from adapt.analysis.plots.style import ARM_COLORS, METHOD_COLORS, new_figure, styled
+from adapt.analysis.tables.ablation import ABLATION_METRICS, METRIC_LABELS
+from adapt.records import COMPLETED
 
 __all__ = ["ablation_figure"]
 
@@ -25,8 +27,6 @@ def ablation_figure(table, runs=None, metrics: Optional[Sequence[str]] = None, t
     ``metrics`` default to every metric of the table.  The reference row is drawn in
     AdaPT's colour, the corrected one in the corrected arm's, the one-option rows in grey.
     """
-    from adapt.analysis.tables.ablation import ABLATION_METRICS, METRIC_LABELS
-
     metrics = list(metrics or ABLATION_METRICS)
     missing = [m for m in metrics if f"{m}_mean" not in table]
     if missing:
@@ -37,15 +37,15 @@ def ablation_figure(table, runs=None, metrics: Optional[Sequence[str]] = None, t
     y = np.arange(len(labels))
     colors = [METHOD_COLORS["adapt"] if lb == "reference" else ARM_COLORS[("adapt", "corrected")]
               if lb == "corrected" else "0.35" for lb in labels]
-    with _styled():
-        fig, axes = _new_figure(1, len(metrics), figsize=(2.9 * len(metrics) + 1.2, 0.32 * len(labels) + 1.6),
+    with styled():
+        fig, axes = new_figure(1, len(metrics), figsize=(2.9 * len(metrics) + 1.2, 0.32 * len(labels) + 1.6),
                                 sharey=True)
         for k, m in enumerate(metrics):
             ax = axes[0, k]
             mean = table[f"{m}_mean"].to_numpy(float)
             std = np.nan_to_num(table[f"{m}_std"].to_numpy(float))
             if runs is not None and len(runs):
-                done = runs[runs["status"] == "completed"]
+                done = runs[runs["status"] == COMPLETED]
                 for i, lb in enumerate(labels):
                     v = done.loc[done["row"] == lb, m].to_numpy(float)
                     ax.plot(v, np.full(len(v), i), "o", ms=3.5, color=colors[i], alpha=0.35, mec="none")

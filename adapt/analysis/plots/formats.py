@@ -14,7 +14,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import METHOD_COLORS, _new_figure, _sequential, _styled
+from adapt.analysis.plots.style import METHOD_COLORS, new_figure, sequential_color, styled
+from adapt.quant import fixed_point
 
 __all__ = ["number_formats_figure", "rounding_figure", "quantization_error_table", "quantization_error_figure"]
 
@@ -67,8 +68,8 @@ def number_formats_figure(value: float = 2.6875, block=(2.6875, -1.25, 0.5, 3.0)
     ]
     gap = 0.6  # between the values of block floating point
     spacing = 2.3  # between rows: the boxes, then the note under them
-    with _styled():
-        fig, axes = _new_figure(figsize=(12, 3.6))
+    with styled():
+        fig, axes = new_figure(figsize=(12, 3.6))
         ax = axes[0, 0]
         used = []
         for r, (label, fields, bits, note) in enumerate(rows):
@@ -117,8 +118,6 @@ def rounding_figure(word_length: int = 8, fractional_length: int = 2, x_range=(-
     """
     import torch
 
-    from adapt.quant import fixed_point
-
     x = torch.linspace(float(x_range[0]), float(x_range[1]), int(n_points), dtype=torch.float32)
     gen = torch.Generator().manual_seed(int(seed))
     nearest = fixed_point(x, word_length, fractional_length, "nearest")
@@ -128,8 +127,8 @@ def rounding_figure(word_length: int = 8, fractional_length: int = 2, x_range=(-
     se = draws.std(0) / math.sqrt(max(int(n_draws), 1))
     xs, xn = x.double().numpy(), nearest.double().numpy()
     step = 2.0 ** -fractional_length
-    with _styled():
-        fig, axes = _new_figure(1, 2, figsize=(11, 4))
+    with styled():
+        fig, axes = new_figure(1, 2, figsize=(11, 4))
         ax = axes[0, 0]
         ax.plot(xs, xs, color="0.6", lw=1, ls="--", label="input x")
         ax.plot(xs, xn, color=METHOD_COLORS["float32"], lw=1.8, label="nearest")
@@ -163,8 +162,6 @@ def quantization_error_table(x, word_lengths: Iterable[int] = range(2, 17),
     import pandas as pd
     import torch
 
-    from adapt.quant import fixed_point
-
     x = torch.as_tensor(x).detach().float().reshape(-1)
     wls, fls = [int(w) for w in word_lengths], [int(f) for f in fractional_lengths]
     out = np.empty((len(fls), len(wls)))
@@ -196,8 +193,8 @@ def quantization_error_figure(x, word_lengths: Iterable[int] = range(2, 17),
         curves = [w for w in wls if w % 4 == 0][-4:]
         if len(curves) < 2:
             curves = sorted({wls[int(round(k))] for k in np.linspace(0, len(wls) - 1, min(4, len(wls)))})
-    with _styled():
-        fig, axes = _new_figure(1, 2, figsize=(11, 4.2))
+    with styled():
+        fig, axes = new_figure(1, 2, figsize=(11, 4.2))
         ax = axes[0, 0]
         mesh = ax.pcolormesh(_centres_to_edges(wls), _centres_to_edges(fls), data, cmap="coolwarm", shading="flat")
         best = table.idxmin(axis=0)
@@ -212,7 +209,7 @@ def quantization_error_figure(x, word_lengths: Iterable[int] = range(2, 17),
         for k, wl in enumerate(curves):
             if wl in table.columns:
                 ax.plot(fls, table[wl].to_numpy(), marker="o", ms=3, label=f"WL = {wl}",
-                        color=_sequential(k, len(curves)))
+                        color=sequential_color(k, len(curves)))
         ax.set_yscale("log")
         ax.set_xlabel("fractional length FL (bits)")
         ax.set_ylabel("RMS error")

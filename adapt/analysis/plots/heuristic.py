@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import METHOD_COLORS, _float, _new_figure, _sequential, _styled
+from adapt.analysis.plots.style import METHOD_COLORS, as_float, new_figure, sequential_color, styled
 
 __all__ = ["information_loss_figure"]
 
@@ -31,14 +31,14 @@ def information_loss_figure(fractional_lengths, losses: Mapping[str, Sequence[fl
     fls = np.asarray(list(fractional_lengths), dtype=float)
     if not losses:
         raise ValueError("losses is empty: give at least one variant's loss values")
-    with _styled():
-        fig, axes = _new_figure(1, len(losses), figsize=(5.2 * len(losses), 3.8), sharex=True)
+    with styled():
+        fig, axes = new_figure(1, len(losses), figsize=(5.2 * len(losses), 3.8), sharex=True)
         for k, (variant, values) in enumerate(losses.items()):
             ax = axes[0, k]
-            v = np.asarray([_float(a) for a in values], dtype=float)
+            v = np.asarray([as_float(a) for a in values], dtype=float)
             if len(v) != len(fls):
                 raise ValueError(f"{variant!r}: {len(v)} loss values for {len(fls)} fractional lengths")
-            color = _sequential(k, max(len(losses), 2), "tab10") if k else METHOD_COLORS["adapt"]
+            color = sequential_color(k, max(len(losses), 2), "tab10") if k else METHOD_COLORS["adapt"]
             ax.plot(fls, v, marker="o", ms=4, color=color, label="information loss")
             lossy = v > threshold
             if lossy.any():

@@ -10,7 +10,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from adapt.analysis.plots.style import METHOD_COLORS, _float, _new_figure, _styled, run_title
+from adapt.analysis.plots.style import METHOD_COLORS, as_float, new_figure, styled, run_title
+from adapt.muppet import THRESHOLD_DECAY, THRESHOLD_SCALE, threshold
 
 __all__ = ["muppet_epochs", "muppet_trace_figure"]
 
@@ -48,7 +49,7 @@ def muppet_epochs(record: Mapping):
     for col, names in _MUPPET_ALIASES.items():
         for name in names:
             if any(name in r for r in rows):
-                out[col] = [_float(r.get(name)) for r in rows]
+                out[col] = [as_float(r.get(name)) for r in rows]
                 break
     frame = pd.DataFrame(out)
     if "mean_gd" in frame and "max_gd" in frame:
@@ -89,8 +90,8 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
     frame = muppet_epochs(record)
     switches = _switch_epochs(record, frame)
     x = frame["epoch"].to_numpy(float) + 1.0
-    with _styled():
-        fig, axes = _new_figure(2, 1, figsize=(9, 5.5), sharex=True, height_ratios=(1, 1.3))
+    with styled():
+        fig, axes = new_figure(2, 1, figsize=(9, 5.5), sharex=True, height_ratios=(1, 1.3))
         ax_b, ax_g = axes[:, 0]
         if "bits" in frame and len(frame):
             bits = frame["bits"].to_numpy(float)
@@ -116,8 +117,6 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
                 tok = np.isfinite(thr)
                 ax_g.plot(x[tok], thr[tok], color="0.3", lw=1.2, ls="-.", label="threshold T(e)")
             if released_threshold and len(x):
-                from adapt.muppet import THRESHOLD_DECAY, THRESHOLD_SCALE, threshold
-
                 # over the fixed-point epochs only: MuPPET makes no check in float32
                 fixed = frame["bits"].to_numpy(float) < 32 if "bits" in frame else np.ones(len(x), bool)
                 epochs = frame["epoch"].to_numpy(int)[fixed]

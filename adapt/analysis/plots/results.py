@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import (_DATASET_NAMES, _MODEL_NAMES, METHOD_COLORS, _as_records, _cfg, _float, _new_figure, _sequential, _styled, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method)
+from adapt.analysis.plots.style import (DATASET_NAMES, MODEL_NAMES, METHOD_COLORS, as_records, config_of, as_float, new_figure, sequential_color, styled, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method)
 
 __all__ = ["train_loss_note", "curves_figure", "results_bar_figure"]
 
@@ -33,14 +33,14 @@ def train_loss_note(records) -> str:
     penalty (``adapt.heuristic``) is not part of it: the policy adds it only to the
     loss its strategy rule compares.  Validation and test losses are cross-entropy.
     """
-    records = _as_records(records)
+    records = as_records(records)
     l1 = {}
     adapt = False
     for r in records:
-        cfg = _cfg(r)
+        cfg = config_of(r)
         method = run_method(r)
         adapt = adapt or method == "adapt"
-        decay = _float(cfg.get("l1_decay"))
+        decay = as_float(cfg.get("l1_decay"))
         if np.isfinite(decay) and decay > 0:
             l1.setdefault(arm_name(method), decay)
     if l1:
@@ -75,16 +75,16 @@ def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_l
 
     from matplotlib.lines import Line2D
 
-    records = _as_records(records)
+    records = as_records(records)
     styles = {"test": "-", "val": "--", "train": ":"}
     n = 3 if show_lr else 2
-    with _styled():
-        fig, axes = _new_figure(1, n, figsize=(5 * n, 4.2))
+    with styled():
+        fig, axes = new_figure(1, n, figsize=(5 * n, 4.2))
         axes = axes[0]
         arms, used_splits = [], set()
         for r in records:
             method = run_method(r)
-            arm = (method, (_cfg(r).get("variant") or "reference") if method == "adapt" else "reference")
+            arm = (method, (config_of(r).get("variant") or "reference") if method == "adapt" else "reference")
             color = arm_color(*arm)
             eps = [e for e in r.get("epochs", []) if "epoch" in e]
             if not eps:
@@ -98,7 +98,7 @@ def curves_figure(records, splits: Sequence[str] = ("val", "test"), show_train_l
             if show_lr:
                 series.append((axes[2], "lr", None))
             for ax, key, split in series:
-                y = np.array([_float(e.get(key)) for e in eps], dtype=float)
+                y = np.array([as_float(e.get(key)) for e in eps], dtype=float)
                 if not np.isfinite(y).any():
                     continue
                 ax.plot(x, y, color=color, ls=styles.get(split, "-"), lw=1.5, alpha=0.85,
@@ -172,8 +172,8 @@ def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("mod
     else:
         hues = list(dict.fromkeys(frame[hue]))
     width = 0.8 / max(len(hues), 1)
-    with _styled():
-        fig, axes = _new_figure(figsize=(max(5.0, 1.6 * len(groups) + 2), 4))
+    with styled():
+        fig, axes = new_figure(figsize=(max(5.0, 1.6 * len(groups) + 2), 4))
         ax = axes[0, 0]
         for k, h in enumerate(hues):
             means, errs = [], []
@@ -191,7 +191,7 @@ def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("mod
             elif hue == "method":
                 color, label = method_color(h), method_name(h)
             else:
-                color, label = _sequential(k, len(hues), "tab10"), str(h)
+                color, label = sequential_color(k, len(hues), "tab10"), str(h)
             bars = ax.bar(xs, means, width * 0.95, color=color, label=label,
                           yerr=None if not np.isfinite(errs).any() else np.nan_to_num(errs), capsize=3)
             if annotate:
@@ -199,7 +199,7 @@ def results_bar_figure(frame, value: str = "test_acc", by: Sequence[str] = ("mod
                              fontsize=7, padding=2)
         if reference is not None:
             ax.axhline(reference, color="0.3", lw=0.9, ls="--")
-        pretty = [" ".join(_MODEL_NAMES.get(p, _DATASET_NAMES.get(p, p)) for p in g.split(" ")) for g in groups]
+        pretty = [" ".join(MODEL_NAMES.get(p, DATASET_NAMES.get(p, p)) for p in g.split(" ")) for g in groups]
         ax.set_xticks(np.arange(len(groups)), pretty)
         ax.set_ylabel(ylabel or value)
         ax.set_title(title or value)

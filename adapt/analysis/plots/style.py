@@ -1,7 +1,7 @@
 """What every figure of :mod:`adapt.analysis.plots` shares: style, colours and names, the figure class, saving.
 
 The figures are made without pyplot (:class:`PlotFigure`, a
-``matplotlib.figure.Figure``), each inside :func:`_styled` (a seaborn ``whitegrid``
+``matplotlib.figure.Figure``), each inside :func:`styled` (a seaborn ``whitegrid``
 style applied inside the function only).  :func:`save_figure` writes the PNG and PDF
 files into :func:`adapt.paths.figures_root` unless told otherwise
 (``$ADAPT_FIGURES``, else ``<repo>/figures``), whatever the working directory, and its
@@ -17,8 +17,8 @@ reference and corrected runs are never averaged into one bar or one colour.
 Nothing to draw: :func:`placeholder_figure` -- a figure that says why it is empty (a
 profile with no completed run).
 
-The private helpers here (``_styled``, ``_new_figure``, ``_cfg``, ``_as_records``,
-``_float``, ``_sequential`` and the display names) are used by the other submodules.
+The shared helpers here (``styled``, ``new_figure``, ``config_of``, ``as_records``,
+``as_float``, ``sequential_color`` and the display names) are used by the other submodules.
 """
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ import tempfile
 from typing import Mapping, Optional, Sequence
 
 from matplotlib.figure import Figure
+
+from adapt.analysis.tables import run_method as _run_method
+from adapt.paths import figures_root
 
 __all__ = [
     "PlotFigure", "STYLE", "METHOD_COLORS", "ARM_COLORS", "method_name", "method_color", "run_method",
@@ -57,14 +60,14 @@ _FALLBACK_COLORS = ("#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9", "#d55
 _METHOD_NAMES = {"float32": "float32", "float32-muppet": "float32 (MuPPET's)", "muppet": "MuPPET", "adapt": "AdaPT",
                  "fixed": "fixed"}
 _ARM_NAMES = {"float32": "float32 (AdaPT's baseline)", "float32-muppet": "float32 (MuPPET's baseline)"}
-_MODEL_NAMES = {"alexnet_cifar": "AlexNet", "resnet20": "ResNet-20"}
-_DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "emnist": "EMNIST", "mnist": "MNIST",
+MODEL_NAMES = {"alexnet_cifar": "AlexNet", "resnet20": "ResNet-20"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "emnist": "EMNIST", "mnist": "MNIST",
                   "fmnist": "Fashion-MNIST", "digits": "digits", "synthetic": "synthetic"}
 
 
 # ======================================================================= helpers
 @contextlib.contextmanager
-def _styled():
+def styled():
     import seaborn as sns
 
     with sns.axes_style(STYLE), sns.plotting_context("notebook", font_scale=0.9):
@@ -81,7 +84,7 @@ class PlotFigure(Figure):
         return buf.getvalue()
 
 
-def _new_figure(nrows=1, ncols=1, figsize=None, **kwargs):
+def new_figure(nrows=1, ncols=1, figsize=None, **kwargs):
     """A constrained-layout figure that pyplot does not track, and its axes (a 2-D array)."""
     fig = PlotFigure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
@@ -99,8 +102,6 @@ def method_color(method: Optional[str]) -> str:
 
 def run_method(record: Mapping) -> Optional[str]:
     """The method segment of the record's config name (``float32-muppet`` stays apart from ``float32``)."""
-    from adapt.analysis.tables import run_method as _run_method
-
     return _run_method(record)
 
 
@@ -118,30 +119,30 @@ def arm_color(method: Optional[str], variant: Optional[str] = None) -> str:
     return ARM_COLORS.get((method, variant), method_color(method))
 
 
-def _cfg(record: Mapping) -> dict:
+def config_of(record: Mapping) -> dict:
     return record.get("config") or {}
 
 
 def run_title(record: Mapping, method: bool = True) -> str:
     """``"AdaPT AlexNet CIFAR-10"``-style title of a record (the official notebook's "AlexNet CIFAR100")."""
-    cfg = _cfg(record)
+    cfg = config_of(record)
     parts = []
     if method and cfg.get("method"):
         parts.append(method_name(cfg["method"]))
     if cfg.get("model"):
-        parts.append(_MODEL_NAMES.get(cfg["model"], cfg["model"]))
+        parts.append(MODEL_NAMES.get(cfg["model"], cfg["model"]))
     if cfg.get("dataset"):
-        parts.append(_DATASET_NAMES.get(cfg["dataset"], cfg["dataset"]))
+        parts.append(DATASET_NAMES.get(cfg["dataset"], cfg["dataset"]))
     return " ".join(parts) or str(record.get("name", "run"))
 
 
-def _as_records(records) -> list:
+def as_records(records) -> list:
     if isinstance(records, Mapping):
         return [records]
     return list(records)
 
 
-def _float(v) -> float:
+def as_float(v) -> float:
     if v is None:
         return math.nan
     if isinstance(v, str):  # adapt.records writes NaN/inf as strings
@@ -152,7 +153,7 @@ def _float(v) -> float:
     return float(v)
 
 
-def _sequential(k: int, n: int, cmap: str = "viridis"):
+def sequential_color(k: int, n: int, cmap: str = "viridis"):
     import matplotlib
 
     return matplotlib.colormaps[cmap](0.1 + 0.8 * (k / max(n - 1, 1)))
@@ -172,8 +173,6 @@ def save_figure(fig, name: str, directory=None, formats: Sequence[str] = ("png",
     ``Date``), so the same figure gives byte-identical files and re-running a notebook on
     the same records leaves them unchanged.
     """
-    from adapt.paths import figures_root
-
     if not name or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"name must be a plain file stem, got {name!r}")
     directory = figures_root(directory)
@@ -208,7 +207,7 @@ def placeholder_figure(message: str, title: Optional[str] = None, figsize=(6.0, 
     notebook that must save *something* under a figure's name rather than leave an old file there."""
     import textwrap
 
-    fig, axes = _new_figure(figsize=figsize)
+    fig, axes = new_figure(figsize=figsize)
     ax = axes[0, 0]
     ax.text(0.5, 0.5, "\n".join(textwrap.wrap(str(message), 60)), ha="center", va="center", fontsize=10,
             color="0.3", transform=ax.transAxes)

@@ -29,7 +29,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import (_DATASET_NAMES, _MODEL_NAMES, _as_records, _cfg, _float, _new_figure, _sequential, _styled, method_color, method_name, run_title)
+from adapt.analysis.plots.style import (DATASET_NAMES, MODEL_NAMES, as_records, config_of, as_float, new_figure, sequential_color, styled, method_color, method_name, run_title)
+from adapt.costmodel import trace_costs
+from adapt.models import build_model, layer_kind
 
 __all__ = [
     "TRACE_KEYS", "WL_THRESHOLDS", "smooth", "layer_labels", "trace_matrix", "heatmap", "heatmaps_figure",
@@ -77,7 +79,7 @@ def _run_labels(records: Sequence[Mapping], labels=None) -> list:
             raise ValueError(f"{len(labels)} labels for {len(records)} records")
         return labels
     keys = ("method", "variant", "model", "dataset", "seed", "fold")
-    cfgs = [_cfg(r) for r in records]
+    cfgs = [config_of(r) for r in records]
     varying = [k for k in keys if len({str(c.get(k)) for c in cfgs}) > 1]
     out = []
     for r, c in zip(records, cfgs):
@@ -87,9 +89,9 @@ def _run_labels(records: Sequence[Mapping], labels=None) -> list:
                 continue
             v = c[k]
             if k == "model":
-                v = _MODEL_NAMES.get(v, v)
+                v = MODEL_NAMES.get(v, v)
             elif k == "dataset":
-                v = _DATASET_NAMES.get(v, v)
+                v = DATASET_NAMES.get(v, v)
             elif k in ("seed", "fold"):
                 v = f"{k} {v}"
             parts.append(str(v))
@@ -163,8 +165,6 @@ def layer_labels(names: Sequence[str], model_name: Optional[str] = None) -> list
 @functools.lru_cache(maxsize=32)
 def _module_kinds(model_name: str) -> dict:
     """Module name -> :func:`adapt.models.layer_kind` of ``build_model(model_name)`` ({} if unknown)."""
-    from adapt.models import build_model, layer_kind
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -212,11 +212,11 @@ def trace_matrix(record: Mapping, key: str = "word_length", weights_only: bool =
     if key not in t:
         raise KeyError(f"the trace has no {key!r} series (it has: "
                        f"{', '.join(k for k in t if isinstance(t[k], list) and k not in ('names', 'numel'))})")
-    values = np.array([[_float(v) for v in row] for row in t[key]], dtype=float).T
+    values = np.array([[as_float(v) for v in row] for row in t[key]], dtype=float).T
     names = list(t["names"])
     if values.shape[0] != len(names):
         raise ValueError(f"trace series {key!r} has {values.shape[0]} tensors, the trace names {len(names)}")
-    labels = layer_labels(names, _cfg(record).get("model"))
+    labels = layer_labels(names, config_of(record).get("model"))
     if weights_only:
         keep = [i for i, w in enumerate(t.get("is_weight") or [True] * len(names)) if w]
         values = values[keep]
@@ -240,9 +240,9 @@ def heatmap(record: Mapping, key: str = "word_length", weights_only: bool = True
     from matplotlib.ticker import MaxNLocator
 
     values, labels, epochs = trace_matrix(record, key, weights_only)
-    with _styled():
+    with styled():
         if ax is None:
-            fig, axes = _new_figure(figsize=(9, max(2.5, 0.22 * len(labels) + 1.5)))
+            fig, axes = new_figure(figsize=(9, max(2.5, 0.22 * len(labels) + 1.5)))
             ax = axes[0, 0]
         fig = ax.figure
         data = np.ma.masked_invalid(values)
@@ -286,8 +286,8 @@ def heatmaps_figure(record: Mapping, keys: Sequence[str] = ("word_length", "frac
         raise ValueError(f"the trace has none of {list(keys)} (or only empty values)")
     n_rows = int(sum(t.get("is_weight") or [1] * len(t["names"]))) if weights_only else len(t["names"])
     height = max(1.8, 0.16 * n_rows + 1.0)
-    with _styled():
-        fig, axes = _new_figure(len(present), 1, figsize=(9, height * len(present)), sharex=True)
+    with styled():
+        fig, axes = new_figure(len(present), 1, figsize=(9, height * len(present)), sharex=True)
         for ax, key in zip(axes[:, 0], present):
             heatmap(record, key, weights_only, ax=ax, title=TRACE_KEYS.get(key, key))
         for ax in axes[:-1, 0]:
@@ -310,8 +310,6 @@ def memory_requirement(record: Mapping, weights_only: bool = False) -> tuple:
 
 def _cost_ratio(record, costs, variant):
     if costs is None:
-        from adapt.costmodel import trace_costs
-
         costs = trace_costs(record, variant)
     q = np.asarray(costs["cost_q"], dtype=float)
     f = np.asarray(costs["cost_fp32"], dtype=float)
@@ -339,7 +337,7 @@ def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50),
     (e.g. a trace that does not match the record's model) is left out of the cost panel
     with a warning.
     """
-    records = _as_records(records)
+    records = as_records(records)
     traced = [r for r in records if _trace(r) is not None]
     if labels is not None:
         labels = [lab for r, lab in zip(records, _run_labels(records, labels)) if _trace(r) is not None]
@@ -350,13 +348,13 @@ def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50),
         if len(costs) != len(traced):
             raise ValueError(f"{len(costs)} cost frames for {len(traced)} runs with a trace")
     w_sp, w_mem, w_cost = (list(windows) + [50, 50, 50])[:3]
-    with _styled():
-        fig, axes = _new_figure(1, 3, figsize=(14, 3.8))
+    with styled():
+        fig, axes = new_figure(1, 3, figsize=(14, 3.8))
         ax_sp, ax_mem, ax_cost = axes[0]
         drawn_cost = 0
         for i, (r, label) in enumerate(zip(traced, labels)):
-            color = method_color(_cfg(r).get("method")) if len({_cfg(x).get("method") for x in traced}) == len(traced) \
-                else _sequential(i, len(traced), "tab10")
+            color = method_color(config_of(r).get("method")) if len({config_of(x).get("method") for x in traced}) == len(traced) \
+                else sequential_color(i, len(traced), "tab10")
             epochs, sp, mem = memory_requirement(r, weights_only)
             for ax, y, w in ((ax_sp, sp, w_sp), (ax_mem, mem, w_mem)):
                 ax.plot(epochs, y, color=color, alpha=0.25, lw=0.8)
@@ -403,7 +401,7 @@ def word_length_counts(records, thresholds: Sequence[int] = WL_THRESHOLDS, weigh
     """
     import pandas as pd
 
-    records = _as_records(records)
+    records = as_records(records)
     all_labels = _run_labels(records, labels)
     rows, index = [], []
     for r, label in zip(records, all_labels):
@@ -433,8 +431,8 @@ def word_length_bars(records, thresholds: Sequence[int] = WL_THRESHOLDS, weights
     table = word_length_counts(records, thresholds, weights_only, labels)
     ts = sorted(int(t) for t in thresholds)
     x = np.arange(len(table))
-    with _styled():
-        fig, axes = _new_figure(figsize=(max(5.0, 1.1 * len(table) + 3.5), 4))
+    with styled():
+        fig, axes = new_figure(figsize=(max(5.0, 1.1 * len(table) + 3.5), 4))
         ax = axes[0, 0]
         bottom = np.zeros(len(table))
         prev = None
@@ -442,7 +440,7 @@ def word_length_bars(records, thresholds: Sequence[int] = WL_THRESHOLDS, weights
             top = table[f"WL < {t}"].to_numpy(float) if len(table) else np.zeros(0)
             height = top - bottom
             label = f"WL < {t}" if prev is None else f"{prev} ≤ WL < {t}"
-            ax.bar(x, height, bottom=bottom, color=_sequential(k, len(ts), "viridis"), label=label,
+            ax.bar(x, height, bottom=bottom, color=sequential_color(k, len(ts), "viridis"), label=label,
                    edgecolor="white", lw=0.5)
             bottom, prev = top, t
         rest = table["tensors"].to_numpy(float) - bottom if len(table) else np.zeros(0)

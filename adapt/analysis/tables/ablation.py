@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from adapt.analysis.tables.frames import figures_frame, run_id
+from adapt.experiments.ablation import ablation_rows, row_of
+from adapt.records import COMPLETED
 
 __all__ = ["ABLATION_METRICS", "METRIC_LABELS", "ablation_runs", "ablation_table", "ablation_view"]
 
@@ -51,8 +53,6 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
     from; ``figures`` reuses a :func:`~adapt.analysis.tables.frames.figures_frame` of that variant
     (matched by run id).  Runs that did not complete keep their row, with NaN numbers.
     """
-    from adapt.experiments.ablation import row_of
-
     records = list(records)
     figs = figures if figures is not None else figures_frame(records, cost_model)
     by_id = {r["run_id"]: r for r in figs.to_dict("records")} if len(figs) else {}
@@ -60,7 +60,7 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
     for r in records:
         cfg = r.get("config") or {}
         rid = run_id(r)
-        done = r.get("status") == "completed"
+        done = r.get("status") == COMPLETED
         acc = (r.get("final") or {}).get("final_test_acc")
         fig = by_id.get(rid, {}) if done else {}
         row = {"row": row_of(cfg), "seed": cfg.get("seed"), "run_id": rid, "status": r.get("status"),
@@ -74,8 +74,6 @@ def ablation_runs(records: Iterable[dict], cost_model: str = "corrected",
 
 
 def _row_order(labels) -> list:
-    from adapt.experiments.ablation import ablation_rows
-
     known = [r.label for r in ablation_rows()]
     return [label for label in known if label in set(labels)] + sorted(set(labels) - set(known))
 
@@ -89,13 +87,11 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     :data:`ABLATION_METRICS`, and ``acc_delta`` (mean accuracy minus the reference row's
     mean; NaN without a completed reference run).
     """
-    from adapt.experiments.ablation import ablation_rows
-
     flipped = {r.label: r.flipped for r in ablation_rows()}
     out = []
     for label in _row_order(runs["row"]):
         g = runs[runs["row"] == label]
-        done = g[g["status"] == "completed"]
+        done = g[g["status"] == COMPLETED]
         entry = {"row": label, "option": label if flipped.get(label) else "",
                  "value": repr(next(iter(flipped[label].values()))) if flipped.get(label) else "",
                  "runs": len(g), "completed": len(done)}

@@ -44,8 +44,8 @@ a 1-epoch custom run of a grid point never changes the grid point's numbers; ``N
 notebooks).  :func:`adapt.analysis.tables.report.readme_block` always reports its profile's grid
 only.
 
-The private helpers here (``_order``, ``_mean``, ``_plural``, ``_status_counts``) are
-used by the other submodules of :mod:`adapt.analysis.tables`.
+The helpers (``sort_rows``, ``defined_mean``, ``plural``, ``status_counts``) are
+shared by the other submodules of :mod:`adapt.analysis.tables` (not part of its public names).
 """
 from __future__ import annotations
 
@@ -56,9 +56,14 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from adapt.costmodel import run_figures
+from adapt.experiments.grid import record_point, split_records
+from adapt.records import COMPLETED, DIVERGED, FAILED, INTERRUPTED, RUNNING
+
 __all__ = [
     "METHOD_ORDER", "BASELINES", "STATUSES", "GROUP", "SPEEDUP_COLUMNS", "SPEEDUP_VIEW",
     "run_method", "run_id", "select_records", "runs_frame", "accuracy_table", "figures_frame", "speedup_table",
+    "mean_word_length", "ISO_BASELINE",
 ]
 
 
@@ -69,19 +74,20 @@ METHOD_ORDER = ("float32", "float32-muppet", "muppet", "adapt", "fixed")
 BASELINES = ("float32", "float32-muppet")
 
 #: Record statuses (adapt.records), counted per group.
-STATUSES = ("completed", "diverged", "failed", "interrupted", "running")
+STATUSES = (COMPLETED, DIVERGED, FAILED, INTERRUPTED, RUNNING)  # the display order of the status words
 
 #: Group keys of the tables.
 GROUP = ["model", "dataset", "method", "variant"]
 
 #: The cost-model figures of :func:`speedup_table` (keys of adapt.costmodel.run_figures).
 SPEEDUP_COLUMNS = ("train_speedup", "train_speedup_iso", "inference_speedup", "model_size", "memory_footprint",
-                   "final_sparsity", "avg_sparsity", "overhead_share", "speedup_vs_muppet_baseline")
+                   "final_sparsity", "avg_sparsity", "overhead_share", "speedup_vs_muppet_baseline",
+                   "mean_word_length")
 
 #: The columns of a :func:`speedup_table` that notebook 20 shows (every one exists: no silent drop).
 SPEEDUP_VIEW = ("model", "dataset", "method", "variant", "runs", "priced", "train_speedup", "train_speedup_iso",
                 "inference_speedup", "model_size", "memory_footprint", "final_sparsity", "avg_sparsity",
-                "overhead_share", "iso_reached")
+                "overhead_share", "mean_word_length", "iso_reached", "iso_note")
 
 
 # ----------------------------------------------------------------------------- per-run rows
@@ -97,8 +103,6 @@ def run_method(record: dict) -> str:
 def run_id(record: dict) -> str:
     """The record's run folder name (``adapt-resnet20-digits-reference-s0-f0``, ``...-x1a2b3c4d`` for a
     custom run; :attr:`adapt.experiments.grid.GridPoint.run_id`), else one built the same way from its config."""
-    from adapt.experiments.grid import record_point
-
     point = record_point(record)
     if point is not None:
         return point.run_id
@@ -115,23 +119,22 @@ def select_records(records: Iterable[dict], profile: Optional[str] = None) -> li
     records = list(records)
     if profile is None:
         return records
-    from adapt.experiments.grid import split_records
 
     return split_records(records, profile)[0]
 
 
 # ----------------------------------------------------------------------------- text helpers
-def _status_counts(records) -> str:
+def status_counts(records) -> str:
     return ", ".join(f"{sum(1 for r in records if r.get('status') == s)} {s}" for s in STATUSES
                      if any(r.get("status") == s for r in records))
 
 
-def _plural(n: int, word: str, plural: Optional[str] = None) -> str:
+def plural(n: int, word: str, plural: Optional[str] = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
 # ----------------------------------------------------------------------------- per-group tables
-def _order(frame: pd.DataFrame) -> pd.DataFrame:
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows by model, data set, method (:data:`METHOD_ORDER`), variant (reference first), seed, fold."""
     if frame.empty:
         return frame.reset_index(drop=True)
@@ -165,7 +168,7 @@ def runs_frame(records: Iterable[dict], profile: Optional[str] = None) -> pd.Dat
         })
     cols = ["run_id", "name", "profile", "model", "dataset", "method", "variant", "seed", "fold", "status",
             "epochs_run", "test_acc_pct", "best_epoch_test_acc_pct", "wall_time_s", "message"]
-    return _order(pd.DataFrame(rows, columns=cols))
+    return sort_rows(pd.DataFrame(rows, columns=cols))
 
 
 def _status_note(counts: dict) -> str:
@@ -189,9 +192,9 @@ def accuracy_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
                         "acc_best_pct", "accuracy"]
     rows = []
     for key, g in runs.groupby(GROUP, sort=False, dropna=False):
-        counts = {s: int((g["status"] == s).sum()) for s in ("completed", "diverged", "failed")}
-        other = int((~g["status"].isin(["completed", "diverged", "failed"])).sum())
-        done = g.loc[g["status"] == "completed", "test_acc_pct"].dropna()
+        counts = {s: int((g["status"] == s).sum()) for s in (COMPLETED, DIVERGED, FAILED)}
+        other = int((~g["status"].isin([COMPLETED, DIVERGED, FAILED])).sum())
+        done = g.loc[g["status"] == COMPLETED, "test_acc_pct"].dropna()
         mean = float(done.mean()) if len(done) else np.nan
         std = float(done.std(ddof=1)) if len(done) > 1 else np.nan
         best = float(done.max()) if len(done) else np.nan
@@ -206,7 +209,7 @@ def accuracy_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
         rows.append(dict(zip(GROUP, key), runs=len(g), completed=counts["completed"], diverged=counts["diverged"],
                          failed=counts["failed"], other=other, acc_mean_pct=mean, acc_std_pct=std,
                          acc_best_pct=best, accuracy=text))
-    return _order(pd.DataFrame(rows, columns=out_cols))
+    return sort_rows(pd.DataFrame(rows, columns=out_cols))
 
 
 # ----------------------------------------------------------------------------- cost-model figures
@@ -220,8 +223,6 @@ def _fingerprint(record: dict, variant: str) -> str:
 
 
 def _run_figures(record: dict, variant: str) -> dict:
-    from adapt.costmodel import run_figures
-
     key = _fingerprint(record, variant)
     if key not in _FIGURE_CACHE:
         _FIGURE_CACHE[key] = run_figures(record, variant)
@@ -241,7 +242,7 @@ def figures_frame(records: Iterable[dict], variant: str = "reference", profile: 
     """
     rows = []
     for r in select_records(records, profile):
-        if r.get("status") != "completed":
+        if r.get("status") != COMPLETED:
             continue
         cfg = r.get("config") or {}
         row = {"run_id": run_id(r), "name": r.get("name"), "model": cfg.get("model"), "dataset": cfg.get("dataset"),
@@ -254,6 +255,7 @@ def figures_frame(records: Iterable[dict], variant: str = "reference", profile: 
             row["error"] = f"{type(exc).__name__}: {exc}"
         for k in SPEEDUP_COLUMNS + ("iso_reached",):
             row[k] = figs.get(k, np.nan)
+        row["mean_word_length"] = mean_word_length(r)
         for k in ("iso_target", "iso_metric", "iso_index"):
             v = figs.get(k)
             row[k] = np.nan if v is None else v
@@ -262,10 +264,26 @@ def figures_frame(records: Iterable[dict], variant: str = "reference", profile: 
         rows.append(row)
     cols = ["run_id", "name", "model", "dataset", "method", "variant", "seed", "fold", "cost_model"] + \
         list(SPEEDUP_COLUMNS) + ["iso_reached", "iso_target", "iso_metric", "iso_index", "error"]
-    return _order(pd.DataFrame(rows, columns=cols))
+    return sort_rows(pd.DataFrame(rows, columns=cols))
 
 
-def _mean(series) -> float:
+def mean_word_length(record: dict, weighted: bool = False) -> float:
+    """The word length of a run's weight tensors (``is_weight`` in its tensor trace), averaged over the logged
+    points and the tensors (``weighted``: by their element counts); 32 for a float32 run, NaN without a trace.
+
+    What the released training speedup follows: a run at one word length ``WL`` everywhere, without sparsity or
+    switching overhead, has ``64 / (WL + 32)`` under the released cost model (docs/method.md §1.7)."""
+    trace = (record.get("traces") or {}).get("tensors") or {}
+    wl = trace.get("word_length")
+    if not wl:
+        return 32.0 if (record.get("config") or {}).get("method") == "float32" else math.nan
+    keep = [k for k, w in enumerate(trace.get("is_weight") or [True] * len(wl[0])) if w]
+    w = np.asarray(trace.get("numel"), dtype=float)[keep] if weighted else np.ones(len(keep))
+    per_point = np.asarray(wl, dtype=float)[:, keep] @ (w / w.sum())
+    return float(per_point.mean())
+
+
+def defined_mean(series) -> float:
     """Mean of the defined values: NaN (undefined, e.g. an iso target never reached) is skipped,
     +inf (the released iso rule when the target is reached at the first epoch) propagates."""
     v = pd.to_numeric(pd.Series(series), errors="coerce").to_numpy(float)
@@ -281,7 +299,10 @@ def speedup_table(records: Sequence[dict], variant: str = "reference",
     ``corrected``: this package's; see :mod:`adapt.costmodel`).  Columns: the group
     keys, ``cost_model``, ``runs`` (all records of the group), ``priced`` (completed
     runs with figures), then the means of :data:`SPEEDUP_COLUMNS` and ``iso_reached``
-    (the fraction of priced runs that reached the iso-accuracy target).  Means skip
+    (the fraction of priced runs that reached the iso-accuracy target).  ``train_speedup_iso`` is the mean
+    over the runs that reached the target, under either cost model, and NaN with the reason in
+    ``iso_note`` when none did or when the group's float32 baseline never did (``"target not reached"``,
+    ``"float32 baseline never reached the target"``).  Means skip
     NaN (an iso speedup is undefined when the target is never reached) and keep
     +inf (the released iso rule divides by zero when the target is reached at the
     first epoch), so a group with such a run has mean +inf.  ``figures`` reuses a :func:`figures_frame` of the
@@ -301,8 +322,37 @@ def speedup_table(records: Sequence[dict], variant: str = "reference",
         priced = sel[sel["error"] == ""] if len(sel) else sel
         row = dict(zip(GROUP, key), cost_model=variant, runs=len(g), priced=len(priced))
         for c in SPEEDUP_COLUMNS:
-            row[c] = _mean(priced[c]) if len(priced) else np.nan
+            row[c] = defined_mean(priced[c]) if len(priced) else np.nan
         row["iso_reached"] = float(priced["iso_reached"].astype(float).mean()) if len(priced) else np.nan
+        if len(priced):
+            # An iso-accuracy speedup is the cost of reaching the target: only runs that reach it have
+            # one (the released formula reports the plain speedup for the others, which is not one).
+            reached = priced[priced["iso_reached"].astype(bool)]
+            row["train_speedup_iso"] = defined_mean(reached["train_speedup_iso"]) if len(reached) else np.nan
+        row["iso_note"] = ""
         rows.append(row)
-    cols = GROUP + ["cost_model", "runs", "priced"] + list(SPEEDUP_COLUMNS) + ["iso_reached"]
-    return _order(pd.DataFrame(rows, columns=cols))
+    frame = pd.DataFrame(rows, columns=GROUP + ["cost_model", "runs", "priced"] + list(SPEEDUP_COLUMNS)
+                         + ["iso_reached", "iso_note"])
+    return sort_rows(_iso_notes(frame))
+
+
+#: The baseline an iso-accuracy speedup of each quantized method is measured against.
+ISO_BASELINE = {"muppet": "float32-muppet"}
+
+
+def _iso_notes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Say why an iso-accuracy speedup is missing: the group's runs never reached the target, or its float32
+    baseline never did (the iso definition prices the baseline's whole run as its cost of reaching the target,
+    which means nothing when the baseline does not reach it either); the speedup is NaN then."""
+    frame = frame.copy()
+    for i, row in frame.iterrows():
+        if row["method"] in BASELINES or not row["priced"]:
+            continue
+        base = frame[(frame["model"] == row["model"]) & (frame["dataset"] == row["dataset"])
+                     & (frame["method"] == ISO_BASELINE.get(row["method"], "float32"))]
+        if len(base) and not (pd.to_numeric(base["iso_reached"], errors="coerce") > 0).any():
+            frame.at[i, "train_speedup_iso"] = np.nan
+            frame.at[i, "iso_note"] = "float32 baseline never reached the target"
+        elif not row["iso_reached"] > 0:
+            frame.at[i, "iso_note"] = "target not reached"
+    return frame

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.analysis.tables.frames import _mean, accuracy_table, run_method, select_records, speedup_table
+from adapt.analysis.tables.frames import defined_mean, accuracy_table, run_method, select_records, speedup_table
 
 __all__ = ["PAPER_CLAIMS", "HEADLINE_METRICS", "OFFICIAL_TARGETS", "adapt_vs_float32", "headline_table",
            "target_table"]
@@ -79,6 +79,7 @@ HEADLINE_METRICS = {
     "acc_diff_best_pp": ("accuracy difference, best run", "pp"),
     "inference_speedup": ("inference speedup", "x"),
     "model_size": ("model size (fraction of float32)", ""),
+    "mean_word_length": ("mean weight word length of AdaPT (bits)", "bits"),
 }
 
 
@@ -115,11 +116,13 @@ def adapt_vs_float32(records: Sequence[dict], variant: str = "reference", adapt_
                "baseline_runs": int(b["completed"].sum()) if len(b) else 0,
                "adapt_acc_pct": a["acc_mean_pct"], "baseline_acc_pct": b_mean,
                "acc_diff_pp": a["acc_mean_pct"] - b_mean, "acc_diff_best_pp": a["acc_best_pct"] - b_best}
-        for c in ("train_speedup", "train_speedup_iso", "inference_speedup", "model_size"):
+        for c in ("train_speedup", "train_speedup_iso", "inference_speedup", "model_size", "mean_word_length"):
             row[c] = s[c] if s is not None else np.nan
+        row["iso_note"] = s["iso_note"] if s is not None else ""
         rows.append(row)
     cols = ["model", "dataset", "adapt_runs", "baseline_runs", "adapt_acc_pct", "baseline_acc_pct", "acc_diff_pp",
-            "acc_diff_best_pp", "train_speedup", "train_speedup_iso", "inference_speedup", "model_size"]
+            "acc_diff_best_pp", "train_speedup", "train_speedup_iso", "inference_speedup", "model_size",
+            "mean_word_length", "iso_note"]
     return pd.DataFrame(rows, columns=cols).sort_values(["model", "dataset"]).reset_index(drop=True)
 
 
@@ -148,14 +151,14 @@ def headline_table(records: Sequence[dict], variant: str = "reference", adapt_va
     def average(frame, key):
         vals = pd.to_numeric(frame[key], errors="coerce") if len(frame) else pd.Series(dtype=float)
         n = int((~np.isnan(vals.to_numpy(float))).sum()) if len(vals) else 0
-        return (_mean(vals) if n else np.nan), n
+        return (defined_mean(vals) if n else np.nan), n
 
     keys = list(zip(pairs["model"], pairs["dataset"])) if len(pairs) else []
     subsets = {tag: pairs[[k in set(PAPER_CLAIMS[tag]["pairs"]) for k in keys]] if len(pairs) else pairs
                for tag in ("v4", "sdm")}
     for key, (label, unit) in HEADLINE_METRICS.items():
         vals = pd.to_numeric(pairs[key], errors="coerce") if len(pairs) else pd.Series(dtype=float)
-        ours = _mean(vals)
+        ours = defined_mean(vals)
         n = int((~np.isnan(vals.to_numpy(float))).sum()) if len(vals) else 0
         claim_key = "acc_diff_pp" if key == "acc_diff_best_pp" else key
         row = {"metric": key, "label": label, "unit": unit, "this_run": ours, "pairs": n}

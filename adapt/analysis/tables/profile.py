@@ -26,7 +26,11 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.analysis.tables.frames import (_order, _plural, _status_counts, run_id, run_method, runs_frame, select_records)
+from adapt.analysis.tables.frames import (sort_rows, plural, status_counts, run_id, run_method, runs_frame, select_records)
+from adapt.experiments.configs import CONFIGS
+from adapt.experiments.grid import record_point, split_records
+from adapt.paths import display, results_root as _results_root
+from adapt.records import COMPLETED, load_records
 
 __all__ = [
     "ProfileRecords", "load_profile", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
@@ -37,8 +41,6 @@ __all__ = [
 # ----------------------------------------------------------------------------- loading a profile
 def _display_path(path) -> str:
     """``path`` relative to the repository when it lies inside it (no machine-specific prefix in notebooks)."""
-    from adapt.paths import display
-
     return display(path)
 
 
@@ -60,26 +62,26 @@ class ProfileRecords:
 
     @property
     def completed(self) -> list:
-        return [r for r in self.records if r.get("status") == "completed"]
+        return [r for r in self.records if r.get("status") == COMPLETED]
 
     def summary(self) -> str:
         """Plain-text lines: what was read, skipped and left out of the tables, and whether anything completed."""
         where = _display_path(self.root)
         lines = []
         if self.records:
-            lines.append(f"{_plural(len(self.records), 'grid record')} of the {self.profile!r} profile in {where} "
-                         f"({_status_counts(self.records)}).")
+            lines.append(f"{plural(len(self.records), 'grid record')} of the {self.profile!r} profile in {where} "
+                         f"({status_counts(self.records)}).")
         else:
             lines.append(f"no grid records of the {self.profile!r} profile in {where}: no completed runs, "
                          f"so the tables below are empty.")
         if self.skipped:
-            lines.append(f"{_plural(len(self.skipped), 'record file')} skipped (not a valid run record):")
+            lines.append(f"{plural(len(self.skipped), 'record file')} skipped (not a valid run record):")
             lines.extend(f"  {msg}" for msg in self.skipped)
         if self.records and not self.completed:
             lines.append("no completed runs: the tables show each group's status instead of numbers.")
         unfinished: dict = {}
         for r in self.records:
-            if r.get("status") != "completed":
+            if r.get("status") != COMPLETED:
                 key = (r.get("status"), r.get("message") or "(no message)")
                 unfinished[key] = unfinished.get(key, 0) + 1
         if unfinished:
@@ -100,8 +102,6 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
     ``RuntimeWarning`` naming them (re-issued here, so it shows in a notebook's output)
     and listed in ``skipped``.  A missing folder gives no records.
     """
-    from adapt.paths import results_root as _results_root
-    from adapt.records import load_records
 
     root = _results_root(results_root) / profile
     with warnings.catch_warnings(record=True) as caught:
@@ -114,7 +114,6 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
             warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    from adapt.experiments.grid import split_records
 
     grid_records, others = split_records(found, profile)
     return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped)
@@ -122,8 +121,6 @@ def load_profile(profile: str, results_root=None) -> ProfileRecords:
 
 def _other_kind(record: dict, profile: Optional[str]) -> tuple:
     """``(kind, reason)`` of a record that is not a grid record of ``profile``."""
-    from adapt.experiments.configs import CONFIGS
-    from adapt.experiments.grid import record_point
 
     cfg = record.get("config") or {}
     point = record_point(record)
@@ -171,9 +168,9 @@ def other_runs_note(records: Sequence[dict], profile: Optional[str] = None) -> s
     verb = "is" if len(records) == 1 else "are"
     if len(kinds) == 1:
         (kind, n), = kinds.items()
-        return f"{_plural(n, kind)} {verb} not in these tables:"
-    parts = ", ".join(_plural(n, k) for k, n in kinds.items())
-    return f"{_plural(len(records), 'run')} {verb} not in these tables ({parts}):"
+        return f"{plural(n, kind)} {verb} not in these tables:"
+    parts = ", ".join(plural(n, k) for k, n in kinds.items())
+    return f"{plural(len(records), 'run')} {verb} not in these tables ({parts}):"
 
 
 def failures_table(records: Iterable[dict], profile: Optional[str] = None) -> pd.DataFrame:
@@ -181,7 +178,7 @@ def failures_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
     seed, fold, status, epochs_run, message``."""
     runs = runs_frame(records, profile=profile)
     cols = ["run_id", "model", "dataset", "method", "variant", "seed", "fold", "status", "epochs_run", "message"]
-    return runs.loc[runs["status"] != "completed", cols].reset_index(drop=True)
+    return runs.loc[runs["status"] != COMPLETED, cols].reset_index(drop=True)
 
 
 def protocol_table(records: Iterable[dict], profile: Optional[str] = None) -> pd.DataFrame:
@@ -226,5 +223,5 @@ def protocol_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
         })
     cols = ["model", "dataset", "method", "variant", "runs", "epochs", "epochs_run", "batch", "lr", "scheduler",
             "protocol", "l1_decay"]
-    frame = _order(pd.DataFrame(out, columns=cols))
+    frame = sort_rows(pd.DataFrame(out, columns=cols))
     return frame.drop(columns=["variant"])

@@ -19,9 +19,11 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, _plural, _status_counts, accuracy_table, figures_frame, run_id, runs_frame, select_records, speedup_table)
+from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, plural, status_counts, accuracy_table, figures_frame, run_id, runs_frame, select_records, speedup_table)
 from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
 from adapt.analysis.tables.profile import failures_table, other_run_reason, other_runs_note
+from adapt.experiments.grid import split_records
+from adapt.records import COMPLETED
 
 __all__ = [
     "arm_label", "headline_note", "iso_note", "epochs_note", "format_value", "to_markdown", "readme_numbers",
@@ -77,18 +79,26 @@ def headline_note(head: pd.DataFrame, corrected: Optional[pd.DataFrame] = None) 
         verdict.append(f"{'cheaper' if su > 1 else 'not cheaper'} to train than float32 by the cost model")
     if isinstance(acc, float) and np.isfinite(acc):
         verdict.append(f"{_fmt(abs(acc))} pp {'more' if acc > 0 else 'less'} accurate on average")
+    iso = ours.get("train_speedup_iso")
+    iso_text = _fmt(iso) if isinstance(iso, float) and np.isfinite(iso) else "n/a, target not reached"
     parts = [
         f"training speedup {_fmt(ours.get('train_speedup'))}{claims('train_speedup')}",
-        f"iso-accuracy training speedup {_fmt(ours.get('train_speedup_iso'))}{claims('train_speedup_iso')}",
+        f"iso-accuracy training speedup {iso_text}{claims('train_speedup_iso')}",
         f"accuracy difference {_fmt(ours.get('acc_diff_pp'), ' pp', True)} mean over runs and "
         f"{_fmt(ours.get('acc_diff_best_pp'), ' pp', True)} best run{claims('acc_diff_pp')}",
         f"inference speedup {_fmt(ours.get('inference_speedup'))}{claims('inference_speedup')}",
         f"model size {_fmt(ours.get('model_size'))} of float32{claims('model_size')}",
     ]
     text = (f"**Headline** (AdaPT, reference heuristic, against its float32 baseline; mean over "
-            f"{_plural(pairs, 'model × data set pair')}, reference cost model): " + "; ".join(parts) + ".")
+            f"{plural(pairs, 'model × data set pair')}, reference cost model): " + "; ".join(parts) + ".")
     if verdict:
         text += " AdaPT is " + " and ".join(verdict) + " here."
+    wl = ours.get("mean_word_length")
+    if isinstance(wl, float) and np.isfinite(wl):
+        text += (f" Its weights average {_fmt(wl)} bits over training; under the released formula a run at one "
+                 f"word length WL everywhere (no sparsity, no switching overhead) has training speedup "
+                 f"64 / (WL + 32) = {_fmt(64 / (wl + 32))} at that WL, whatever its accuracy: the training speedup "
+                 f"follows the word length (and can never reach 2).")
     if corrected is not None:
         c = values(corrected)
         text += (f" Under the corrected cost model: training speedup {_fmt(c.get('train_speedup'))}, iso-accuracy "
@@ -122,15 +132,11 @@ def iso_note(figures: pd.DataFrame, corrected: Optional[pd.DataFrame] = None) ->
     first = quantized[quantized["iso_reached"].astype(bool) & (pd.to_numeric(quantized["iso_index"],
                                                                               errors="coerce") == 0)]
     if len(never):
-        text += (f" For the {_plural(len(never), 'quantized run')} that never reach it, the released formula "
-                 f"(reference cost model) divides by an epoch fraction of 1 and reports the plain training speedup")
-        if corrected is not None and len(corrected):
-            cfig = corrected[(corrected["error"] == "") & ~corrected["method"].isin(BASELINES)]
-            undefined = int(pd.to_numeric(cfig["train_speedup_iso"], errors="coerce").isna().sum())
-            text += f"; the corrected cost model leaves {_plural(undefined, 'iso speedup')} undefined (n/a)"
-        text += "."
+        text += (f" The {plural(len(never), 'quantized run')} that never reach it have no iso-accuracy speedup "
+                 f"(n/a, target not reached) under either cost model: the released formula would divide by an "
+                 f"epoch fraction of 1 and report the plain training speedup, which is not an iso-accuracy figure.")
     if len(first):
-        text += (f" {_plural(len(first), 'quantized run')} reach it at the first logged epoch, where the released "
+        text += (f" {plural(len(first), 'quantized run')} reach it at the first logged epoch, where the released "
                  f"formula divides by zero (inf).")
     if figs["method"].isin(BASELINES).any():
         text += " The float32 baselines' iso-accuracy speedup is 1: a baseline is not faster than itself."
@@ -140,7 +146,7 @@ def iso_note(figures: pd.DataFrame, corrected: Optional[pd.DataFrame] = None) ->
 def epochs_note(records: Iterable[dict], profile: Optional[str] = None) -> str:
     """How many epochs each method's completed runs trained (Markdown), from the records."""
     runs = runs_frame(records, profile=profile)
-    done = runs[runs["status"] == "completed"]
+    done = runs[runs["status"] == COMPLETED]
     if not len(done):
         return "**Epochs.** No run completed."
     parts = []
@@ -271,14 +277,12 @@ def readme_block(records: Sequence[dict], profile: str = "smoke") -> str:
     between :data:`README_BEGIN` and :data:`README_END`; tests/test_readme.py recomputes
     it from the committed records and checks that the README says exactly this.
     """
-    from adapt.experiments.grid import split_records
-
     records, others = split_records(list(records), profile)
-    lines = [f"{len(records)} runs of the `{profile}` profile ({_status_counts(records) or 'none'})."]
+    lines = [f"{len(records)} runs of the `{profile}` profile ({status_counts(records) or 'none'})."]
     if others:
         lines += ["", other_runs_note(others, profile), ""]
         lines += [f"* `{run_id(r)}` ({r.get('status')}): {other_run_reason(r, profile)}" for r in others]
-    completed = [r for r in records if r.get("status") == "completed"]
+    completed = [r for r in records if r.get("status") == COMPLETED]
     if not completed:
         lines += ["", "**No completed runs.**" if records else "**No runs.**"]
         fails = failures_table(records)
