@@ -92,10 +92,12 @@ def test_sdm_and_mnist5k_grids():
     assert folds == set(range(10))
     assert {(p.model, p.dataset) for p in sdm} == set(G.PAIRS["sdm"])
     m5 = G.grid("mnist5k")
-    assert [p.run_id for p in m5] == [
-        "float32-lenet5-mnist5k-reference-s0-f0", "float32-muppet-lenet5-mnist5k-reference-s0-f0",
-        "muppet-lenet5-mnist5k-reference-s0-f0", "adapt-lenet5-mnist5k-reference-s0-f0",
-        "adapt-lenet5-mnist5k-corrected-s0-f0"]
+    seeds = range(5)  # five seeds of every method: the verdict's replicates (notebook 40)
+    assert [p.run_id for p in m5] == (
+        [f"float32-lenet5-mnist5k-{v}-s{s}-f0" for v in ("reference", "corrected") for s in seeds]
+        + [f"float32-muppet-lenet5-mnist5k-reference-s{s}-f0" for s in seeds]
+        + [f"muppet-lenet5-mnist5k-reference-s{s}-f0" for s in seeds]
+        + [f"adapt-lenet5-mnist5k-{v}-s{s}-f0" for v in ("reference", "corrected") for s in seeds])
     for p in sdm + m5:
         cfg = p.config()
         assert cfg.profile == p.profile and (cfg.seed, cfg.fold) == (p.seed, p.fold)

@@ -19,8 +19,8 @@ paper    CIFAR-10, CIFAR-100        k-fold methods (float32, adapt): seed 0,    
 sdm      MNIST, Fashion-MNIST,      the official KCV: folds 0-9 where it is    58
          EMNIST (balanced)          10 (AdaPT LeNet-5/MNIST, ResNet-20/EMNIST),
                                     fold 0 where it is 1; hold-out: seeds 0-2
-mnist5k  mnist5k (5,000 real        seed 0, fold 0                              5
-         MNIST images, offline)
+mnist5k  mnist5k (5,000 real        seeds 0-4, fold 0; float32 and adapt with  30
+         MNIST images, offline)     both variants (FLOAT32_VARIANTS)
 =======  =========================  ==========================================  ======
 
 The CIFAR profiles run both CIFAR models (``alexnet_cifar``, ``resnet20``) on every data
@@ -73,7 +73,7 @@ from adapt.experiments.configs import CONFIGS, PROFILES, SDM_KCV, get_config
 from adapt.records import FAILED, SCHEMA, jsonable, utc_now
 
 __all__ = [
-    "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS",
+    "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "FLOAT32_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS",
     "GridPoint", "grid", "failure_record", "select", "shard", "overrides_tag", "record_point",
     "is_grid_record", "split_records", "POINT_FIELDS",
 ]
@@ -101,9 +101,15 @@ PAIRS = {
 #: The models of each profile (from :data:`PAIRS`).
 PROFILE_MODELS = {p: tuple(dict.fromkeys(m for m, _ in pairs)) for p, pairs in PAIRS.items()}
 
-#: AdaPT heuristic variants per profile (every other method runs with ``reference`` only).
+#: AdaPT heuristic variants per profile (every other method runs with ``reference`` only, but see
+#: :data:`FLOAT32_VARIANTS`).
 ADAPT_VARIANTS = {"smoke": ("reference", "corrected"), "quick": ("reference",), "paper": ("reference",),
                   "sdm": ("reference",), "mnist5k": ("reference", "corrected")}
+
+#: Variants of AdaPT's float32 baseline per profile: ``corrected`` too where the variant changes the
+#: float32 model itself (the released LeNet-5 returns softmax(logits), the corrected one logits), so that
+#: the corrected AdaPT has a float32 baseline of its own model.
+FLOAT32_VARIANTS = {"mnist5k": ("reference", "corrected")}
 
 #: Seeds per profile, protocol ("kfold": AdaPT's, "holdout": MuPPET's) and model.
 SEEDS = {
@@ -115,7 +121,8 @@ SEEDS = {
               "holdout": {"alexnet_cifar": (0, 1, 2), "resnet20": (0, 1, 2)}},
     "sdm": {"kfold": {"lenet5": (0,), "alexnet_mnist": (0,), "resnet20_mnist": (0,)},
             "holdout": {"lenet5": (0, 1, 2), "alexnet_mnist": (0, 1, 2), "resnet20_mnist": (0, 1, 2)}},
-    "mnist5k": {"kfold": {"lenet5": (0,)}, "holdout": {"lenet5": (0,)}},
+    # mnist5k: five seeds of every method, the replication verdict's replicates (notebook 40)
+    "mnist5k": {"kfold": {"lenet5": (0, 1, 2, 3, 4)}, "holdout": {"lenet5": (0, 1, 2, 3, 4)}},
 }
 
 #: Folds per profile for the k-fold-protocol methods (hold-out methods always run fold 0): a tuple,
@@ -321,7 +328,8 @@ def grid(profile: str) -> list:
             folds = FOLDS[profile] if protocol == "kfold" else (0,)
             if isinstance(folds, dict):
                 folds = folds[(method, model, dataset)]
-            variants = ADAPT_VARIANTS[profile] if method == "adapt" else ("reference",)
+            variants = (ADAPT_VARIANTS[profile] if method == "adapt"
+                        else FLOAT32_VARIANTS.get(profile, ("reference",)) if method == "float32" else ("reference",))
             for variant in variants:
                 for seed in seeds:
                     for fold in folds:

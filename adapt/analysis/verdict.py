@@ -1,0 +1,305 @@
+"""The replication verdict: seed statistics, the claims table, and the mechanism behind the word lengths.
+
+Notebook 40 (``notebooks/40-replication.ipynb``) is a narrative over these functions; each reads run
+records (:mod:`adapt.records`) and returns a DataFrame, so every number the notebook prints comes from
+the records beside it.
+
+Statistics.  Seeds are independent replicates; a mean is reported with its two-sided 95 % Student-t
+interval (:func:`t_interval`), a difference of two methods' means with Welch's interval
+(:func:`welch_interval`).  One seed has no interval (NaN), and the tables say how many seeds entered.
+
+The claims (:func:`claims_table`).  Each claim of the v4 and SDM abstracts
+(:data:`adapt.analysis.tables.headline.PAPER_CLAIMS`) is set against the interval measured here, with
+a verdict by one rule on the 95 % interval of the measurement: *holds* when the whole interval lies on the
+favourable side of the claimed value (above it for a speedup or an accuracy gain, below it for a model
+size), *does not hold* when the whole interval lies on the other side, *inconclusive* when the interval
+contains the claimed value (the seeds cannot tell), *not testable here* when the measurement does not
+exist on this data (the iso-accuracy speedup when no run reaches the target; CIFAR, which needs the
+``paper`` profile on a GPU).  With one seed there is no interval and the mean alone is compared.  A verdict on mnist5k or digits is a verdict on that data at that scale,
+not on the paper's CIFAR benchmarks.
+
+The mechanism (:func:`switch_events`, :func:`settled_fractional_length`, :func:`released_speedup`).
+The released PushUp adds ``s`` fractional bits with ``t = ln(GD) - 1`` (docs/method.md §1.4.8): nothing
+is added beyond the minimum step unless ``t > 0``, i.e. ``GD > e``; and ``s2 = ceil(32 t^2) - FL`` stops
+pushing once ``FL >= ceil(32 t^2)``.  The gradient diversity of ``n`` unit gradients
+(``GD = n / ||sum g||``, §1.4.3) is 1 when they all agree and ``sqrt(n)`` when they are mutually
+orthogonal; at a switch ``n`` is the lookback ``LB``.  With ``GD = c sqrt(LB)``, the fractional length
+the rule settles at is ``FL* = min(ceil(32 (ln(c sqrt(LB)) - 1)^2), 32 - RB)``, and the word length
+``FL* + RB`` (the results buffer): the bits are set by the lookback and by how unrelated consecutive
+gradients are, not by the weights' information content.  Under the released cost model a run whose
+every layer has word length ``WL`` (no sparsity, no switching overhead) has training speedup
+``2 * 32 / (WL + 32)`` (:func:`released_speedup`): 1.31 at WL = 16.9 bits, never above 2.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from adapt.analysis.tables.frames import mean_word_length, run_method
+from adapt.analysis.tables.headline import PAPER_CLAIMS
+from adapt.costmodel import run_figures
+from adapt.records import COMPLETED
+
+__all__ = ["CONFIDENCE", "t_interval", "welch_interval", "run_frame", "seed_table", "curve_frame",
+           "equal_epoch_table", "cost_table", "difference_table", "claims_table", "switch_events",
+           "settled_fractional_length", "released_speedup", "mean_word_length", "arm_of", "CLAIMS", "COST_METRICS"]
+
+#: The confidence level of every interval.
+CONFIDENCE = 0.95
+
+
+def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple:
+    """``(mean, low, high, n)``: the mean of the finite ``values`` and its two-sided Student-t interval
+    (NaN bounds for fewer than two values; a zero-width interval when all values are equal)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def welch_interval(a: Iterable[float], b: Iterable[float], confidence: float = CONFIDENCE) -> tuple:
+    """``(mean(a) - mean(b), low, high)``: Welch's two-sided interval for a difference of means
+    (unequal variances, Welch-Satterthwaite degrees of freedom); NaN bounds when a side has < 2 values."""
+    a = np.asarray([x for x in a if x is not None and np.isfinite(x)], dtype=float)
+    b = np.asarray([x for x in b if x is not None and np.isfinite(x)], dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * se)
+    return diff, diff - half, diff + half
+
+
+def arm_of(record: dict) -> str:
+    """``"<method> (<variant>)"`` for AdaPT, ``<method>`` otherwise, or the record's ``arm`` when it has one."""
+    if record.get("arm"):
+        return record["arm"]
+    method = run_method(record)
+    variant = record["config"].get("variant") or "reference"
+    if method == "adapt" or (method == "float32" and variant == "corrected"):
+        return f"{method} ({variant})"  # AdaPT's two heuristics; the float32 baseline of the corrected LeNet-5
+    return method
+
+
+def run_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per completed run: ``arm, method, variant, seed, epochs, final_acc_pct, best_acc_pct``."""
+    rows = []
+    for r in records:
+        if r.get("status") != COMPLETED:
+            continue
+        final = r.get("final") or {}
+        rows.append({"arm": arm_of(r), "method": run_method(r), "variant": r["config"].get("variant"),
+                     "seed": r["config"].get("seed"), "epochs": final.get("epochs_run"),
+                     "final_acc_pct": 100 * final["final_test_acc"] if final.get("final_test_acc") is not None else np.nan,
+                     "best_acc_pct": 100 * final["best_test_acc"] if final.get("best_test_acc") is not None else np.nan})
+    return pd.DataFrame(rows, columns=["arm", "method", "variant", "seed", "epochs", "final_acc_pct", "best_acc_pct"])
+
+
+def seed_table(records: Sequence[dict], arms: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Per arm: ``seeds``, ``epochs`` and the mean with its 95 % interval of the final and the best test accuracy."""
+    runs = run_frame(records)
+    order = list(arms) if arms is not None else list(dict.fromkeys(runs["arm"]))
+    rows = []
+    for arm in order:
+        g = runs[runs["arm"] == arm]
+        if g.empty:
+            continue
+        row = {"arm": arm, "seeds": len(g), "epochs": "/".join(str(int(e)) for e in sorted(set(g["epochs"])))}
+        for key in ("final_acc_pct", "best_acc_pct"):
+            m, lo, hi, _ = t_interval(g[key])
+            row.update({key: m, f"{key}_low": lo, f"{key}_high": hi})
+        rows.append(row)
+    cols = ["arm", "seeds", "epochs"] + [f"{k}{s}" for k in ("final_acc_pct", "best_acc_pct") for s in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def curve_frame(records: Sequence[dict], metric: str = "test_acc") -> pd.DataFrame:
+    """Per arm and epoch (1-based): the mean of ``metric`` (in %) over seeds with its 95 % interval."""
+    rows = []
+    per = {}
+    for r in records:
+        if r.get("status") != COMPLETED:
+            continue
+        for e in r.get("epochs") or []:
+            if e.get(metric) is not None:
+                per.setdefault((arm_of(r), int(e["epoch"]) + 1), []).append(100 * float(e[metric]))
+    for (arm, epoch), values in per.items():
+        m, lo, hi, n = t_interval(values)
+        rows.append({"arm": arm, "epoch": epoch, "mean": m, "low": lo, "high": hi, "seeds": n})
+    return pd.DataFrame(rows, columns=["arm", "epoch", "mean", "low", "high", "seeds"]).sort_values(
+        ["arm", "epoch"]).reset_index(drop=True)
+
+
+def _at_epoch(record: dict, epoch: int) -> float:
+    for e in record.get("epochs") or []:
+        if int(e["epoch"]) + 1 == epoch and e.get("test_acc") is not None:
+            return 100 * float(e["test_acc"])
+    return math.nan
+
+
+def difference_table(records: Sequence[dict], arm: str, baseline: str, epochs: Sequence[int] = ()) -> pd.DataFrame:
+    """``arm`` minus ``baseline`` in test accuracy (pp), Welch 95 % interval: at each arm's final epoch (the
+    official protocols: their own epoch counts), and at each of ``epochs`` (equal epochs, read from the
+    per-epoch records)."""
+    done = [r for r in records if r.get("status") == COMPLETED]
+    a = [r for r in done if arm_of(r) == arm]
+    b = [r for r in done if arm_of(r) == baseline]
+    rows = []
+
+    def add(label, va, vb):
+        d, lo, hi = welch_interval(va, vb)
+        rows.append({"comparison": label, "arm": arm, "baseline": baseline, "arm_seeds": len(va),
+                     "baseline_seeds": len(vb), "diff_pp": d, "low": lo, "high": hi})
+
+    ea = sorted({r["final"].get("epochs_run") for r in a})
+    eb = sorted({r["final"].get("epochs_run") for r in b})
+    add(f"final epoch ({'/'.join(map(str, ea))} vs {'/'.join(map(str, eb))} epochs)",
+        [100 * r["final"]["final_test_acc"] for r in a], [100 * r["final"]["final_test_acc"] for r in b])
+    for epoch in epochs:
+        add(f"epoch {epoch} of both", [_at_epoch(r, epoch) for r in a], [_at_epoch(r, epoch) for r in b])
+    return pd.DataFrame(rows, columns=["comparison", "arm", "baseline", "arm_seeds", "baseline_seeds", "diff_pp",
+                                       "low", "high"])
+
+
+def equal_epoch_table(records: Sequence[dict], arms: Sequence[str], epoch: int) -> pd.DataFrame:
+    """Test accuracy (%) of each arm at ``epoch`` (1-based), mean and 95 % interval over seeds."""
+    rows = []
+    for arm in arms:
+        vals = [_at_epoch(r, epoch) for r in records if r.get("status") == COMPLETED and arm_of(r) == arm]
+        m, lo, hi, n = t_interval(vals)
+        rows.append({"arm": arm, "epoch": epoch, "seeds": n, "acc_pct": m, "low": lo, "high": hi})
+    return pd.DataFrame(rows, columns=["arm", "epoch", "seeds", "acc_pct", "low", "high"])
+
+
+COST_METRICS = ("train_speedup", "train_speedup_iso", "inference_speedup", "model_size", "final_sparsity")
+
+
+def cost_table(records: Sequence[dict], variant: str = "reference", arms: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Per arm: the cost model's figures (``variant``), mean and 95 % interval over seeds, and how many runs
+    reached the iso-accuracy target (``iso_reached``; the iso speedup is NaN for a run that did not)."""
+    figs = {}
+    for r in records:
+        if r.get("status") != COMPLETED:
+            continue
+        f = run_figures(r, variant)
+        if not f.get("iso_reached"):
+            f["train_speedup_iso"] = math.nan  # no target reached: no iso-accuracy speedup (not the plain one)
+        figs.setdefault(arm_of(r), []).append(f)
+    order = list(arms) if arms is not None else list(figs)
+    rows = []
+    for arm in order:
+        fs = figs.get(arm, [])
+        if not fs:
+            continue
+        row = {"arm": arm, "cost_model": variant, "seeds": len(fs), "iso_reached": sum(bool(f["iso_reached"]) for f in fs)}
+        for key in COST_METRICS:
+            m, lo, hi, _ = t_interval([f.get(key, math.nan) for f in fs])
+            row.update({key: m, f"{key}_low": lo, f"{key}_high": hi})
+        rows.append(row)
+    cols = ["arm", "cost_model", "seeds", "iso_reached"] + [f"{k}{s}" for k in COST_METRICS for s in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------- the claims
+#: The claims the table tests, in order: (metric key of PAPER_CLAIMS, label, which side is favourable).
+CLAIMS = (("acc_diff_pp", "accuracy vs float32 (pp)", "higher"),
+          ("train_speedup", "training speedup vs float32 (×)", "higher"),
+          ("train_speedup_iso", "iso-accuracy training speedup (×)", "higher"),
+          ("inference_speedup", "inference speedup (×)", "higher"),
+          ("model_size", "model size (fraction of float32)", "lower"),
+          ("final_sparsity", "weight sparsity (fraction of zeros)", "higher"))
+
+
+def _verdict(claim: Optional[float], low: float, high: float, favourable: str, mean: float) -> str:
+    """The verdict rule of the module docstring, on the 95 % interval ``[low, high]`` (the mean alone for one seed)."""
+    if not np.isfinite(mean):
+        return "not testable here"
+    if claim is None or not np.isfinite(claim):
+        return "no number claimed"
+    lo, hi = (low, high) if np.isfinite(low) and np.isfinite(high) else (mean, mean)
+    if lo <= claim <= hi:
+        return "inconclusive"
+    better = lo > claim if favourable == "higher" else hi < claim
+    return "holds" if better else "does not hold"
+
+
+def claims_table(data: dict, arm: str = "adapt", baseline: str = "float32", cost_model: str = "reference") -> pd.DataFrame:
+    """Each claim of v4 and SDM beside what the records of each data set give, with a verdict per data set.
+
+    ``data``: ``{"mnist5k": records, "digits": records, ...}``.  Per claim and data set: the AdaPT mean
+    (``arm``) with its 95 % interval (the accuracy as a Welch difference to ``baseline``; the costs under
+    the ``cost_model``, the released one by default, as the paper's), the seeds, and the verdict against
+    the SDM value where SDM claims one, else v4's (see the module docstring for the rule)."""
+    rows = []
+    for key, label, favourable in CLAIMS:
+        claim_v4 = PAPER_CLAIMS["v4"]["metrics"].get(key, {}).get("value")
+        claim_sdm = PAPER_CLAIMS["sdm"]["metrics"].get(key, {}).get("value")
+        claim = claim_sdm if claim_sdm is not None else claim_v4
+        row = {"claim": label, "metric": key, "paper_v4": claim_v4, "paper_sdm": claim_sdm}
+        for name, records in data.items():
+            if key == "acc_diff_pp":
+                d = difference_table(records, arm, baseline).iloc[0]
+                mean, lo, hi, n = d["diff_pp"], d["low"], d["high"], int(d["arm_seeds"])
+            else:
+                c = cost_table([r for r in records if arm_of(r) == arm], cost_model)
+                if c.empty:
+                    mean = lo = hi = math.nan
+                    n = 0
+                else:
+                    c = c.iloc[0]
+                    mean, lo, hi, n = c[key], c[f"{key}_low"], c[f"{key}_high"], int(c["seeds"])
+            row.update({f"{name}": mean, f"{name}_low": lo, f"{name}_high": hi, f"{name}_seeds": n,
+                        f"{name}_verdict": _verdict(claim, lo, hi, favourable, mean)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the mechanism
+def switch_events(records: Sequence[dict]) -> pd.DataFrame:
+    """Every AdaPT switch event of the records: ``arm, seed, step, tensor, lookback, gd, gd_over_sqrt_lb``,
+    the formats ``old``/``pushed_down``/``new`` as WL and FL columns, and the PushUp step in FL
+    (``push_up_fl`` = new FL - pushed-down FL)."""
+    rows = []
+    for r in records:
+        if r["config"].get("method") != "adapt":  # MuPPET's "switches" are its precision switches
+            continue
+        for e in (r.get("traces") or {}).get("switches") or []:
+            gd, lb = e.get("gd"), e.get("lookback")
+            rows.append({"arm": arm_of(r), "seed": r["config"].get("seed"), "step": e["step"], "epoch": e["epoch"],
+                         "tensor": e["tensor"], "lookback": lb, "gd": gd,
+                         "gd_over_sqrt_lb": gd / math.sqrt(lb) if gd is not None and lb else math.nan,
+                         "old_wl": e["old"][0], "old_fl": e["old"][1], "down_wl": e["pushed_down"][0],
+                         "down_fl": e["pushed_down"][1], "new_wl": e["new"][0], "new_fl": e["new"][1],
+                         "push_up_fl": e["new"][1] - e["pushed_down"][1], "strategy": e.get("strategy")})
+    return pd.DataFrame(rows)
+
+
+def settled_fractional_length(lookback, c: float = 1.0, results_buffer: int = 8) -> np.ndarray:
+    """``min(ceil(32 t^2), 32 - RB)`` with ``t = ln(c sqrt(LB)) - 1`` (0 where ``t <= 0``): the fractional
+    length at which the released PushUp stops adding bits when ``GD = c sqrt(LB)`` (module docstring)."""
+    lb = np.asarray(lookback, dtype=float)
+    t = np.log(c * np.sqrt(lb)) - 1
+    fl = np.where(t > 0, np.ceil(np.minimum(32 * t ** 2, 32)), 0.0)
+    return np.minimum(fl, 32 - results_buffer)
+
+
+def released_speedup(word_length) -> np.ndarray:
+    """The released training speedup ``2 * 32 / (WL + 32)`` of a run at one word length everywhere, without
+    sparsity or switching overhead (docs/method.md §1.7): below 2 for every WL > 0."""
+    wl = np.asarray(word_length, dtype=float)
+    return 64.0 / (wl + 32.0)
