@@ -18,17 +18,21 @@ exist on this data (the iso-accuracy speedup when no run reaches the target; CIF
 ``paper`` profile on a GPU).  With one seed there is no interval and the mean alone is compared.  A verdict on mnist5k or digits is a verdict on that data at that scale,
 not on the paper's CIFAR benchmarks.
 
-The mechanism (:func:`switch_events`, :func:`settled_fractional_length`, :func:`released_speedup`).
+The mechanism (:func:`switch_events`, :func:`switch_balance`, :func:`settled_frame`,
+:func:`settled_fractional_length`, :func:`released_speedup`).
 The released PushUp adds ``s`` fractional bits with ``t = ln(GD) - 1`` (docs/method.md §1.4.8): nothing
 is added beyond the minimum step unless ``t > 0``, i.e. ``GD > e``; and ``s2 = ceil(32 t^2) - FL`` stops
 pushing once ``FL >= ceil(32 t^2)``.  The gradient diversity of ``n`` unit gradients
 (``GD = n / ||sum g||``, §1.4.3) is 1 when they all agree and ``sqrt(n)`` when they are mutually
-orthogonal; at a switch ``n`` is the lookback ``LB``.  With ``GD = c sqrt(LB)``, the fractional length
-the rule settles at is ``FL* = min(ceil(32 (ln(c sqrt(LB)) - 1)^2), 32 - RB)``, and the word length
-``FL* + RB`` (the results buffer): the bits are set by the lookback and by how unrelated consecutive
-gradients are, not by the weights' information content.  Under the released cost model a run whose
+orthogonal; at a switch ``n`` is the lookback ``LB``.  With ``GD = c sqrt(LB)``, PushUp's ``s2`` is 0 above
+``FL* = min(ceil(32 (ln(c sqrt(LB)) - 1)^2), 32 - RB)`` (:func:`settled_fractional_length`), the level it pushes
+towards, and the word length stays at least ``FL + RB`` (the results buffer).  Under the released cost model a run whose
 every layer has word length ``WL`` (no sparsity, no switching overhead) has training speedup
 ``2 * 32 / (WL + 32)`` (:func:`released_speedup`): 1.31 at WL = 16.9 bits, never above 2.
+
+Where the format actually sits is a balance, per switch, between PushDown (which lowers the format as far as
+its information-loss test allows) and PushUp (which adds ``s`` bits whenever ``GD > e``):
+:func:`switch_balance` measures both from the switch events, and :func:`settled_frame` where each run ended.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ from adapt.records import COMPLETED
 
 __all__ = ["CONFIDENCE", "t_interval", "welch_interval", "run_frame", "seed_table", "curve_frame",
            "equal_epoch_table", "cost_table", "difference_table", "claims_table", "switch_events",
-           "settled_fractional_length", "released_speedup", "mean_word_length", "arm_of", "CLAIMS", "COST_METRICS"]
+           "settled_fractional_length", "released_speedup", "mean_word_length", "switch_balance", "settled_frame", "arm_of", "CLAIMS", "COST_METRICS"]
 
 #: The confidence level of every interval.
 CONFIDENCE = 0.95
@@ -289,9 +293,49 @@ def switch_events(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def switch_balance(events: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: how many switches, the median ``GD / sqrt(LB)``, the share with ``GD > e`` (where PushUp's
+    ``t = ln GD - 1`` is positive), and the mean change of WL and FL per switch made by PushDown
+    (``pushed_down - old``) and by PushUp (``new - pushed_down``): the balance that sets the word length."""
+    if events.empty:
+        return pd.DataFrame(columns=["arm", "switches", "gd_over_sqrt_lb", "share_gd_above_e", "push_down_wl",
+                                     "push_down_fl", "push_up_wl", "push_up_fl", "net_wl"])
+    e = events.assign(push_down_wl=events["down_wl"] - events["old_wl"],
+                      push_down_fl=events["down_fl"] - events["old_fl"],
+                      push_up_wl=events["new_wl"] - events["down_wl"], push_up_fl=events["new_fl"] - events["down_fl"],
+                      net_wl=events["new_wl"] - events["old_wl"], above_e=events["gd"] > math.e)
+    out = e.groupby("arm", sort=False).agg(
+        switches=("step", "size"), gd_over_sqrt_lb=("gd_over_sqrt_lb", "median"), share_gd_above_e=("above_e", "mean"),
+        push_down_wl=("push_down_wl", "mean"), push_down_fl=("push_down_fl", "mean"), push_up_wl=("push_up_wl", "mean"),
+        push_up_fl=("push_up_fl", "mean"), net_wl=("net_wl", "mean"))
+    return out.reset_index()
+
+
+def settled_frame(records: Sequence[dict], last: float = 1 / 3) -> pd.DataFrame:
+    """One row per AdaPT run: its lookback bounds, the median lookback at its switches in the ``last`` part of
+    training, and the mean FL and WL of its weight tensors at the last logged point (where the rules settled)."""
+    rows = []
+    for r in records:
+        if r.get("status") != COMPLETED or r["config"].get("method") != "adapt":
+            continue
+        trace = r["traces"]["tensors"]
+        keep = [k for k, w in enumerate(trace["is_weight"]) if w]
+        events = (r["traces"].get("switches") or [])
+        end = max((e["epoch"] for e in events), default=0.0)
+        late = [e["lookback"] for e in events if e["epoch"] >= (1 - last) * end]
+        policy = r["config"].get("policy") or {}
+        rows.append({"arm": arm_of(r), "seed": r["config"].get("seed"), "min_lookback": policy.get("min_lookback"),
+                     "max_lookback": policy.get("max_lookback"),
+                     "lookback": float(np.median(late)) if late else math.nan,
+                     "fl": float(np.mean([trace["fractional_length"][-1][k] for k in keep])),
+                     "wl": float(np.mean([trace["word_length"][-1][k] for k in keep]))})
+    return pd.DataFrame(rows, columns=["arm", "seed", "min_lookback", "max_lookback", "lookback", "fl", "wl"])
+
+
 def settled_fractional_length(lookback, c: float = 1.0, results_buffer: int = 8) -> np.ndarray:
     """``min(ceil(32 t^2), 32 - RB)`` with ``t = ln(c sqrt(LB)) - 1`` (0 where ``t <= 0``): the fractional
-    length at which the released PushUp stops adding bits when ``GD = c sqrt(LB)`` (module docstring)."""
+    length above which the released PushUp's ``s2`` is 0 when ``GD = c sqrt(LB)`` (module docstring), the
+    ceiling of what PushUp pushes towards; PushDown pulls the format below it at every switch."""
     lb = np.asarray(lookback, dtype=float)
     t = np.log(c * np.sqrt(lb)) - 1
     fl = np.where(t > 0, np.ceil(np.minimum(32 * t ** 2, 32)), 0.0)

@@ -108,12 +108,15 @@ def _final_formats(seed: int, grid_root: Path) -> dict:
 
 
 def decomposition_points(seeds: Sequence[int] = SEEDS, labels: Optional[Sequence[str]] = None,
-                         grid_root=None) -> list:
+                         grid_root=None, missing: str = "raise") -> list:
     """``[(arm, GridPoint), ...]`` for every arm (or those in ``labels``) and seed.
 
     Arms ``from_grid`` are the mnist5k grid's points (read from ``grid_root``, default the repository's
-    results); ``held-final`` reads the final formats of the grid's reference AdaPT run of each seed there.
+    results); ``held-final`` reads the final formats of the grid's reference AdaPT run of each seed there,
+    and ``missing="skip"`` leaves out a seed whose run is not there (``"raise"``: ``ValueError``).
     """
+    if missing not in ("raise", "skip"):
+        raise ValueError(f"missing must be 'raise' or 'skip', got {missing!r}")
     known = [a.label for a in arms()]
     unknown = sorted(set(labels or ()) - set(known))
     if unknown:
@@ -128,7 +131,12 @@ def decomposition_points(seeds: Sequence[int] = SEEDS, labels: Optional[Sequence
             overrides = {k: v for k, v in arm.overrides.items() if k != "policy"}
             policy = dict(arm.overrides.get("policy") or {})
             if arm.needs_final_formats:
-                policy["initial_formats"] = _final_formats(seed, grid_root)
+                try:
+                    policy["initial_formats"] = _final_formats(seed, grid_root)
+                except ValueError:
+                    if missing == "raise":
+                        raise
+                    continue
             if policy:
                 if overrides.get("method", base.method) == base.method:
                     policy = {**base.policy, **policy}

@@ -19,14 +19,16 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, plural, status_counts, accuracy_table, figures_frame, run_id, runs_frame, select_records, speedup_table)
+from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, accuracy_table, figures_frame, plural,
+                                          run_id, run_method, runs_frame, select_records, speedup_table, status_counts)
 from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
 from adapt.analysis.tables.profile import failures_table, other_run_reason, other_runs_note
 from adapt.experiments.grid import split_records
+from adapt.heuristic import VARIANT_OPTIONS
 from adapt.records import COMPLETED
 
 __all__ = [
-    "arm_label", "headline_note", "iso_note", "epochs_note", "format_value", "to_markdown", "readme_numbers",
+    "arm_label", "headline_note", "iso_note", "epochs_note", "reading_note", "TEST_SET_SIZES", "format_value", "to_markdown", "readme_numbers",
     "README_BEGIN", "README_END", "readme_block",
 ]
 
@@ -161,6 +163,53 @@ def epochs_note(records: Iterable[dict], profile: Optional[str] = None) -> str:
             text += " (its own stop rule: the fixed-point phases, then float32)"
         parts.append(text)
     return "**Epochs trained** (completed runs): " + ", ".join(parts) + "."
+
+
+#: Test-set sizes of the data sets (the test split every record's accuracy is measured on).
+TEST_SET_SIZES = {"digits": 360, "mnist5k": 1000, "mnist": 10_000, "fashion_mnist": 10_000, "emnist": 18_800,
+                  "cifar10": 10_000, "cifar100": 10_000}
+
+
+def reading_note(records: Iterable[dict], profile: Optional[str] = None) -> str:
+    """How to read a profile's numbers (Markdown), generated from its records: how far training got (whether the
+    last epochs still raised the test accuracy), what AdaPT's optimizer does differently from its float32
+    baseline's (gradient normalization, learning rate, schedule, L1, epochs), and what one seed's accuracy is
+    worth (the binomial standard error on the test set; how many seeds each method has)."""
+    records = [r for r in select_records(list(records), profile) if r.get("status") == COMPLETED]
+    if not records:
+        return "**How to read these numbers.** No run completed."
+    parts = []
+    climbing = []
+    for r in records:
+        acc = [e.get("test_acc") for e in r.get("epochs") or [] if e.get("test_acc") is not None]
+        if len(acc) >= 4 and acc[-1] - acc[-4] > 0.01:
+            climbing.append(r)
+    parts.append(f"{len(climbing)} of the {plural(len(records), 'completed run')} still gained more than 1 pp of "
+                 f"test accuracy over their last three epochs, so {'those runs had not converged' if climbing else 'the runs had levelled off'}"
+                 + (" and their final accuracies compare methods at an unfinished point" if climbing else "") + ".")
+    by_method = {}
+    for r in sorted(records, key=lambda r: (r["config"].get("variant") or "reference") != "reference"):
+        by_method.setdefault(run_method(r), r["config"])  # the reference variant's config where there is one
+    a, f = by_method.get("adapt"), by_method.get("float32")
+    if a and f:
+        norm = (a.get("policy") or {}).get("normalize_gradients")
+        norm = VARIANT_OPTIONS[a.get("variant") or "reference"]["normalize_gradients"] if norm is None else norm
+        parts.append(
+            f"AdaPT trains with another optimizer than its float32 baseline: "
+            f"{'every gradient divided by its norm (the learning rate becomes a step length per tensor), ' if norm else ''}"
+            f"lr {a['lr']:g} vs {f['lr']:g}, {a['scheduler']} vs {f['scheduler']} schedule, L1 {a['l1_decay']:g} vs "
+            f"{f['l1_decay']:g}, {a['epochs']} vs {f['epochs']} epochs; an accuracy difference mixes that with the "
+            f"quantization (notebook 40 separates them on mnist5k).")
+    sizes = {TEST_SET_SIZES.get(r["config"].get("dataset")) for r in records} - {None}
+    seeds = runs_frame(records).groupby("method")["seed"].nunique()
+    if sizes:
+        n = min(sizes)
+        se = 100 * math.sqrt(0.9 * 0.1 / n)
+        parts.append(f"One run's test accuracy near 90 % on {n:,} test images has a binomial standard error of "
+                     f"about {se:.1f} pp (near 97 %: {100 * math.sqrt(0.97 * 0.03 / n):.1f} pp); seeds per method here: "
+                     + ", ".join(f"{m} {int(k)}" for m, k in seeds.items()) + ". A difference between two single runs "
+                     f"smaller than about {2 * math.sqrt(2) * se:.0f} pp is within that noise.")
+    return "**How to read these numbers.** " + " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- markdown
