@@ -13,7 +13,7 @@
     :data:`PAPER_CLAIMS`; :func:`adapt_vs_float32` / :func:`headline_table` -- this
     run's AdaPT-vs-float32 averages beside the paper's headline claims with deltas.
 :mod:`adapt.analysis.tables.report` -- text
-    :func:`headline_note`, :func:`iso_note`, :func:`epochs_note` (sentences generated
+    :func:`headline_note`, :func:`iso_note`, :func:`epochs_note`, :func:`reading_note` (sentences generated
     from the frames), :func:`to_markdown` (a pipe table without ``tabulate``),
     :func:`readme_numbers` / :func:`readme_block` (the numbers and the block the
     README quotes).
@@ -25,7 +25,7 @@ from __future__ import annotations
 from adapt.analysis.tables.frames import (BASELINES, GROUP, METHOD_ORDER, SPEEDUP_COLUMNS, SPEEDUP_VIEW, STATUSES, accuracy_table, figures_frame, run_id, run_method, runs_frame, select_records, speedup_table)
 from adapt.analysis.tables.headline import HEADLINE_METRICS, PAPER_CLAIMS, adapt_vs_float32, headline_table
 from adapt.analysis.tables.profile import (ProfileRecords, failures_table, load_profile, other_run_reason, other_runs_note, other_runs_table, protocol_table)
-from adapt.analysis.tables.report import (README_BEGIN, README_END, arm_label, epochs_note, format_value, headline_note, iso_note, readme_block, readme_numbers, to_markdown)
+from adapt.analysis.tables.report import (README_BEGIN, README_END, arm_label, epochs_note, format_value, headline_note, iso_note, readme_block, reading_note, readme_numbers, to_markdown)
 
 __all__ = [
     "PAPER_CLAIMS", "HEADLINE_METRICS", "METHOD_ORDER", "STATUSES", "BASELINES", "SPEEDUP_VIEW",
@@ -33,6 +33,6 @@ __all__ = [
     "run_method", "run_id", "select_records", "ProfileRecords", "load_profile", "other_run_reason",
     "other_runs_table", "other_runs_note", "failures_table", "protocol_table",
     "runs_frame", "accuracy_table", "figures_frame", "speedup_table", "adapt_vs_float32",
-    "headline_table", "headline_note", "iso_note", "epochs_note", "arm_label",
+    "headline_table", "headline_note", "iso_note", "epochs_note", "reading_note", "arm_label",
     "to_markdown", "readme_numbers", "format_value", "readme_block", "README_BEGIN", "README_END",
 ]
