@@ -15,11 +15,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["ExperimentConfig", "allowed_values", "METHODS", "SCHEDULERS", "PROTOCOLS"]
+__all__ = ["ExperimentConfig", "allowed_values", "METHODS", "SCHEDULERS", "PROTOCOLS", "INPUT_QUANTIZING_METHODS"]
 
 METHODS = ("float32", "fixed", "adapt", "muppet")
 SCHEDULERS = ("plateau", "step", "none")
 PROTOCOLS = ("kfold", "holdout", "none")
+#: Methods whose quantized layers quantize their inputs: where ``in_place_inputs`` can apply
+#: (MuPPET's layers quantize outputs only, docs/method.md §2.3.2; float32 quantizes nothing).
+INPUT_QUANTIZING_METHODS = ("adapt", "fixed")
 
 
 # ---------------------------------------------------------------------------------------
@@ -37,7 +40,7 @@ _POLICY_CLASSES = {"fixed": ("policies", "FixedPrecisionPolicy"), "adapt": ("heu
 @functools.lru_cache(maxsize=None)
 def allowed_values() -> dict:
     """``{"model": names, "dataset": names, "init": ..., "variant": ..., "policy": {method:
-    option names}}``: what :meth:`ExperimentConfig.validate` accepts.
+    option names}, "softmax_models": ...}``: what :meth:`ExperimentConfig.validate` accepts.
 
     A policy's options are its constructor's parameters, less the config fields that its
     ``from_config`` passes itself (AdaPT: ``variant`` and ``seed``).
@@ -58,7 +61,8 @@ def allowed_values() -> dict:
 
     return {"model": tuple(models.MODELS), "dataset": tuple(DATASETS), "init": tuple(models.INITS),
             "variant": tuple(heuristic.VARIANTS),
-            "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}}}
+            "policy": {"float32": (), **{m: options(m) for m in _POLICY_CLASSES}},
+            "softmax_models": tuple(models.SOFTMAX_OUTPUT_MODELS)}
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,18 @@ class ExperimentConfig:
     eval_batch_size: int = 500
     target_accuracy: Optional[float] = None
     policy: dict = field(default_factory=dict)
+    # -- The released model and layer quirks (docs/method.md §1.10).  Off by default: a custom
+    # config gets the corrected behaviour; the named configs of AdaPT's code turn them on in the
+    # reference variant (adapt.experiments.configs.released_quirks).
+    #: The model returns ``softmax(logits)`` and the loop's cross-entropy applies a second softmax, as
+    #: the released LeNet-5 (``lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L91-L94, L141``,
+    #: ``models/lenet5.py L71-L74, L114``).  Model ``lenet5`` only.
+    softmax_output: bool = False
+    #: Each quantized layer writes its quantized input back into the input tensor object, as the
+    #: released layers' ``in_data.data = quantizer(in_data, ...)`` (``models/qlayers/qconvd2d_fp.py
+    #: L13``): every alias of that tensor (a residual shortcut) sees the quantized values.  Methods
+    #: whose layers quantize inputs (``adapt``, ``fixed``) only.
+    in_place_inputs: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -165,6 +181,7 @@ class ExperimentConfig:
              and all(a <= b for a, b in zip(m[:-1], m[1:])), "step_milestones",
              "a tuple (or list) of non-decreasing integers >= 1 (epochs)")
         self._validate_policy(need, allowed_names["policy"][self.method])
+        self._validate_released_quirks(need, allowed_names)
 
     def _validate_policy(self, need, options: tuple) -> None:
         policy, method = self.policy, self.method
@@ -186,6 +203,19 @@ class ExperimentConfig:
         except (TypeError, ValueError) as exc:  # the run record stores the config as JSON
             need(False, "policy", "a dict of JSON values (numbers, strings, booleans, None, lists, dicts)",
                  f": {exc}")
+
+    def _validate_released_quirks(self, need, allowed_names: dict) -> None:
+        """The released model and layer quirks (docs/method.md §1.10): booleans, and only where the
+        released code has them (a quirk that would do nothing is refused, so a record never claims it)."""
+        for f in ("softmax_output", "in_place_inputs"):
+            need(isinstance(getattr(self, f), bool), f, "a bool (True or False)")
+        softmax_models = allowed_names["softmax_models"]
+        need(not self.softmax_output or self.model in softmax_models, "softmax_output",
+             f"False for model {self.model!r} (True only for {', '.join(map(repr, softmax_models))}: "
+             f"the released LeNet-5 returns softmax(logits); the released AlexNet and ResNet return logits)")
+        need(not self.in_place_inputs or self.method in INPUT_QUANTIZING_METHODS, "in_place_inputs",
+             f"False for method {self.method!r} (True only for "
+             f"{', '.join(map(repr, INPUT_QUANTIZING_METHODS))}, whose quantized layers quantize their inputs)")
 
     def replace(self, **changes) -> "ExperimentConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
