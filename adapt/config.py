@@ -17,7 +17,7 @@ from adapt import heuristic, models
 from adapt.data.base import DATASETS
 from adapt.methods import METHODS
 
-__all__ = ["ExperimentConfig", "allowed_values", "SCHEDULERS", "PROTOCOLS"]
+__all__ = ["ExperimentConfig", "allowed_values", "quantizes_inputs", "SCHEDULERS", "PROTOCOLS"]
 
 SCHEDULERS = ("plateau", "step", "none")
 PROTOCOLS = ("kfold", "holdout", "none")
@@ -25,7 +25,7 @@ PROTOCOLS = ("kfold", "holdout", "none")
 
 def allowed_values() -> dict:
     """``{"model": names, "dataset": names, "init": ..., "variant": ..., "method": names, "policy": {method:
-    option names}}``: what :meth:`ExperimentConfig.validate` accepts.
+    option names}, "softmax_models": ...}``: what :meth:`ExperimentConfig.validate` accepts.
 
     Read from the code that consumes each field, so that validation cannot drift from it: the model
     table (:data:`adapt.models.MODELS`), the data set table (:data:`adapt.data.base.DATASETS`), the
@@ -35,7 +35,15 @@ def allowed_values() -> dict:
     """
     return {"model": tuple(models.MODELS), "dataset": tuple(DATASETS), "init": tuple(models.INITS),
             "variant": tuple(heuristic.VARIANTS), "method": tuple(METHODS),
-            "policy": {m: cls.option_names() for m, cls in METHODS.items()}}
+            "policy": {m: cls.option_names() for m, cls in METHODS.items()},
+            "softmax_models": tuple(models.SOFTMAX_OUTPUT_MODELS)}
+
+
+def quantizes_inputs(method: str) -> bool:
+    """Whether the quantized layers of ``method``'s policy quantize their inputs (its class's
+    ``quantizes_inputs``): where ``in_place_inputs`` can apply (MuPPET's layers quantize outputs only,
+    docs/method.md §2.3.2; float32 quantizes nothing)."""
+    return bool(getattr(METHODS.get(method), "quantizes_inputs", False))
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,18 @@ class ExperimentConfig:
     eval_batch_size: int = 500
     target_accuracy: Optional[float] = None
     policy: dict = field(default_factory=dict)
+    # -- The released model and layer quirks (docs/method.md §1.10).  Off by default: a custom
+    # config gets the corrected behaviour; the named configs of AdaPT's code turn them on in the
+    # reference variant (adapt.experiments.configs.released_quirks).
+    #: The model returns ``softmax(logits)`` and the loop's cross-entropy applies a second softmax, as
+    #: the released LeNet-5 (``lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L91-L94, L141``,
+    #: ``models/lenet5.py L71-L74, L114``).  Model ``lenet5`` only.
+    softmax_output: bool = False
+    #: Each quantized layer writes its quantized input back into the input tensor object, as the
+    #: released layers' ``in_data.data = quantizer(in_data, ...)`` (``models/qlayers/qconvd2d_fp.py
+    #: L13``): every alias of that tensor (a residual shortcut) sees the quantized values.  Methods
+    #: whose layers quantize inputs (``adapt``, ``fixed``) only.
+    in_place_inputs: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -142,6 +162,7 @@ class ExperimentConfig:
              and all(a <= b for a, b in zip(m[:-1], m[1:])), "step_milestones",
              "a tuple (or list) of non-decreasing integers >= 1 (epochs)")
         self._validate_policy(need, allowed_names["policy"][self.method])
+        self._validate_released_quirks(need, allowed_names)
 
     def _validate_policy(self, need, options: tuple) -> None:
         policy, method = self.policy, self.method
@@ -169,6 +190,19 @@ class ExperimentConfig:
             METHODS[method].from_config(self)
         except (TypeError, ValueError) as exc:
             need(False, "policy", f"options of method {method!r} with valid values", f": {exc}")
+
+    def _validate_released_quirks(self, need, allowed_names: dict) -> None:
+        """The released model and layer quirks (docs/method.md §1.10): booleans, and only where the
+        released code has them (a quirk that would do nothing is refused, so a record never claims it)."""
+        for f in ("softmax_output", "in_place_inputs"):
+            need(isinstance(getattr(self, f), bool), f, "a bool (True or False)")
+        softmax_models = allowed_names["softmax_models"]
+        need(not self.softmax_output or self.model in softmax_models, "softmax_output",
+             f"False for model {self.model!r} (True only for {', '.join(map(repr, softmax_models))}: "
+             f"the released LeNet-5 returns softmax(logits); the released AlexNet and ResNet return logits)")
+        need(not self.in_place_inputs or quantizes_inputs(self.method), "in_place_inputs",
+             f"False for method {self.method!r} (True only for "
+             f"{', '.join(repr(m) for m in METHODS if quantizes_inputs(m))}, whose quantized layers quantize their inputs)")
 
     def replace(self, **changes) -> "ExperimentConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

@@ -650,6 +650,7 @@ class AdaptPolicy(PrecisionPolicy):
 
     name = "adapt"
     quantized = True
+    quantizes_inputs = True
 
     def __init__(self, min_resolution: int = 1, max_resolution: int = 100, min_lookback: int = 10,
                  max_lookback: int = 100, results_buffer: int = 8, lookback_momentum: float = 0.33,

@@ -133,12 +133,33 @@ class QuantizedModel:
     :func:`adapt.quant.quantize_ste`).  The one visible difference: a
     forward hook registered on the layer *before* this object that keeps the output
     (``out.detach()`` shares memory) finds it quantized afterwards; such a hook should
-    clone it, or pass ``False``.  Layer inputs are never written: the previous layer (a
+    clone it, or pass ``False``.  Layer inputs' memory is never written: the previous layer (a
     ReLU) may have saved them for its backward.
+
+    ``in_place_inputs`` (default ``False``; docs/method.md §1.10): the released layers quantize
+    their input with ``in_data.data = quantizer(in_data, ...)`` (``lorenz0890/AdaPT@81e54e0
+    models/qlayers/qconvd2d_fp.py L13``, the same line in ``qlinear_fp.py``, ``qbatchnorm2d_fp.py``,
+    ``qavgpool2d_fp.py``): the input tensor *object* is re-pointed at the quantized values, so every
+    other holder of that object sees them too.  In the released ResNet block ``residual = x``
+    (``models/resnet_fp.py L48``) is such a holder: the identity shortcut adds the block input as
+    conv1 quantized it (rounded and clipped to conv1's format), and the projection shortcut's conv
+    quantizes that already quantized tensor again with its own format (``L54-L55``).  With ``True``
+    the input hook does the same: the layer computes on the quantized tensor (straight-through, as
+    without the option) and the caller's tensor object is re-pointed at those values (a ``.data``
+    assignment, and the stamp of their format).  Tensors that autograd saved are not affected, as
+    under the release's torch 1.8.1, whose saved tensors are shallow copies: a Tanh or ReLU before a
+    quantized layer differentiates with its own unquantized output (a ReLU output that the next
+    layer rounds to 0 still passes its gradient), and in a projection block conv1's weight gradient
+    uses the input conv1 saw, not the shortcut's re-quantization of it.  (Running the released code
+    under a recent torch differs in that last point: there a saved *input* is the tensor object
+    itself.)  The model's own input tensor is left alone (the hook works on an alias of it): the
+    release re-points the caller's batch too, but never reads it again.  With ``False`` the layer
+    consumes a quantized copy and no other holder sees it.
     """
 
     def __init__(self, model: nn.Module, rounding: str = "stochastic", generator: Optional[torch.Generator] = None,
-                 layer_types=QUANTIZABLE_LAYERS, skip_requantization: bool = True, in_place_outputs: bool = True):
+                 layer_types=QUANTIZABLE_LAYERS, skip_requantization: bool = True, in_place_outputs: bool = True,
+                 in_place_inputs: bool = False):
         if rounding not in ("stochastic", "nearest"):
             raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {rounding!r}")
         self.model = model
@@ -146,6 +167,9 @@ class QuantizedModel:
         self.generator = generator
         self.skip_requantization = bool(skip_requantization)
         self.in_place_outputs = bool(in_place_outputs)
+        if not isinstance(in_place_inputs, bool):
+            raise ValueError(f"in_place_inputs must be True or False, got {in_place_inputs!r}")
+        self.in_place_inputs = in_place_inputs
         self.input_format = None
         self.layers: dict[str, QuantLayer] = {}
         self.params: dict[str, QuantParam] = {}
@@ -183,9 +207,26 @@ class QuantizedModel:
         return None
 
     def _model_input_hook(self, module, args):
-        if self.input_format is None:
+        if not args:
             return None
-        return (self._quantize_activation(args[0], self.input_format),) + tuple(args[1:])
+        x = args[0]
+        if self.in_place_inputs and isinstance(x, torch.Tensor):
+            # The first layer re-points the tensor object it is given: give it an alias of the
+            # caller's batch (same memory, another object), so the caller's tensor is not changed.
+            x = x.view_as(x)
+        if self.input_format is not None:
+            x = self._quantize_activation(x, self.input_format)
+        return None if x is args[0] else (x,) + tuple(args[1:])
+
+    @staticmethod
+    def _re_point(x: torch.Tensor, q: torch.Tensor, fmt) -> None:
+        """``x.data = q``, as the released layers do to their input: ``x`` (the object every alias holds)
+        now reads the quantized values; autograd's saved tensors and ``x``'s graph edge are untouched."""
+        x.data = q.detach()
+        if getattr(q, _STAMP, None) is not None:
+            _stamp(x, fmt)  # x now holds fmt's values (set_data keeps x's version counter)
+        elif getattr(x, _STAMP, None) is not None:
+            delattr(x, _STAMP)
 
     def _make_input_hook(self, layer: QuantLayer):
         def hook(module, args):
@@ -195,7 +236,10 @@ class QuantizedModel:
             if layer.input_grad_format is not None and torch.is_grad_enabled() and x.requires_grad:
                 x = quantize_gradient(x, layer.input_grad_format, self.rounding, self.generator)
             if layer.input_format is not None:
-                x = self._quantize_activation(x, layer.input_format)
+                q = self._quantize_activation(x, layer.input_format)
+                if self.in_place_inputs and q is not x:
+                    self._re_point(args[0], q, layer.input_format)
+                x = q
             return (x,) + tuple(args[1:])
         return hook
 

@@ -80,6 +80,7 @@ __all__ = [
     "INITIALIZER_ARG",
     "MODELS",
     "register_model",
+    "SOFTMAX_OUTPUT_MODELS",
     "INPUT_SHAPES",
     "AlexNetCIFAR",
     "LeNet5",
@@ -136,20 +137,19 @@ def truncated_normal_variance_scaling_(tensor: torch.Tensor, gain: float = INITI
     truncated to ``+-sqrt(3 * gain / fan_in)`` = ``+-sqrt(3) * std``.
 
     "Truncated" here means a true truncated normal: :func:`torch.nn.init.trunc_normal_`
-    with ``mean=0``, ``std=std``, ``a=-bound``, ``b=+bound``, which samples the
-    normal *conditioned* on ``|w| <= bound`` (inverse-CDF method), not a clamp.
-    ``std`` is the standard deviation of the normal **before** truncation; cutting
-    at +-sqrt(3) sigma leaves an actual standard deviation of about
-    ``0.8146 * std``::
+    with ``mean=0``, ``std=std``, ``a=-bound``, ``b=+bound``, which samples the normal
+    *conditioned* on ``|w| <= bound``, not a clamp.  ``std`` is the standard deviation of the
+    normal **before** truncation; cutting at +-sqrt(3) sigma leaves an actual standard deviation
+    of about ``0.8146 * std``::
 
         k = sqrt(3); Z = erf(k / sqrt(2)); phi = exp(-k*k/2) / sqrt(2*pi)
         actual_std = std * sqrt(1 - 2*k*phi / Z)
 
-    The official code's own routine (``truncated_normal_variance_scaling``) is
-    **not** reproduced line by line: it may truncate differently (e.g. by
-    resampling, clamping, or by rescaling std so the *truncated* distribution has
-    variance gain/fan_in), so its samples and exact spread may differ from ours.
-    The mean 0, the base std and the bound follow the stated rule.
+    The released routine (``lorenz0890/AdaPT@81e54e0 initializers/custom_init.py L472-L477``,
+    sampling in ``_no_grad_trunc_normal_`` ``L23-L55``) draws the same distribution with the same
+    mean, std and bounds by the inverse CDF (uniform between the bounds' CDF values, inverse error
+    function, scale, clamp); the installed torch's ``trunc_normal_`` samples it by rejection, so
+    a seed gives other values than the release's (docs/method.md §1.10).
     """
     if tensor.dim() < 2:
         raise ValueError(f"variance scaling needs a tensor with dim > 1, got shape {tuple(tensor.shape)}")
@@ -331,22 +331,30 @@ class LeNet5(nn.Module):
     features.conv3.bias, classifier.fc1.weight, ..., classifier.fc2.bias``; each Tanh and
     pool is a module of its own, called once (the structural rules of this module).
 
-    One released detail is *not* reproduced: the official ``forward`` returns
-    ``softmax(logits)`` and the training step applies ``F.cross_entropy`` to those
-    probabilities (a second softmax; ``models/lenet5.py L71-L74, L114``).  ``forward``
-    here returns the logits, like the other models of this package, so the loss is the
-    ordinary cross-entropy; predictions (the argmax) are the same.
+    ``softmax_output`` (default ``False``): the released LeNet-5 returns ``softmax(logits)``, and
+    its training and validation steps apply ``F.cross_entropy`` to those probabilities, a second
+    softmax (``lorenz0890/AdaPT@81e54e0 models/lenet5_fp.py L91-L94, L141, L164``; the float32 model
+    likewise, ``models/lenet5.py L71-L74, L114, L129``).  With ``True`` ``forward`` returns the
+    probabilities, so the training loop's ``F.cross_entropy`` is the released double-softmax loss
+    (its gradient, which AdaPT's heuristic reads, is that of the released loss: bounded, and small
+    once the probabilities saturate); with ``False`` it returns the logits, like the other models,
+    and the loss is the ordinary cross-entropy.  Predictions (the argmax) are the same either way.
+    The reference variant of AdaPT's configs turns it on (docs/method.md §1.10).
 
     ``init="paper"`` (the official ``initialize_weights``, ``models/lenet5.py L53-L59``
     with ``INITIALIZER_ARG = 0.5``): every weight with ``dim > 1`` the truncated
     variance scaling with gain 0.5, every bias ``U(-0.5, 0.5)``, in registration order.
     """
 
-    def __init__(self, num_classes: int = 10, init: str = "paper", in_channels: int = 1):
+    def __init__(self, num_classes: int = 10, init: str = "paper", in_channels: int = 1,
+                 softmax_output: bool = False):
         super().__init__()
         num_classes = _check_num_classes(num_classes)
         init = _check_init(init)
         self.in_channels = _check_channels(in_channels)
+        if not isinstance(softmax_output, bool):
+            raise ValueError(f"softmax_output must be True or False, got {softmax_output!r}")
+        self.softmax_output = softmax_output
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(self.in_channels, 6, kernel_size=5, stride=1, padding=0)),
             ("tanh1", nn.Tanh()),
@@ -376,7 +384,9 @@ class LeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         x = torch.flatten(x, 1)
-        return self.classifier(x)
+        x = self.classifier(x)
+        # The released forward ends in F.softmax(logits, dim=1) (models/lenet5_fp.py L92).
+        return torch.softmax(x, dim=1) if self.softmax_output else x
 
 
 # --------------------------------------------------------------------------- factories
@@ -390,9 +400,10 @@ def resnet20(num_classes: int = 10, init: str = "paper") -> ResNetCIFAR:
     return ResNetCIFAR(depth=20, num_classes=num_classes, init=init)
 
 
-def lenet5(num_classes: int = 10, init: str = "paper") -> LeNet5:
-    """LeNet-5 for 1x32x32 inputs: 61,706 parameters for 10 classes (60,856 + 85*C)."""
-    return LeNet5(num_classes=num_classes, init=init)
+def lenet5(num_classes: int = 10, init: str = "paper", softmax_output: bool = False) -> LeNet5:
+    """LeNet-5 for 1x32x32 inputs: 61,706 parameters for 10 classes (60,856 + 85*C).
+    ``softmax_output``: return the released ``softmax(logits)`` (see :class:`LeNet5`)."""
+    return LeNet5(num_classes=num_classes, init=init, softmax_output=softmax_output)
 
 
 def alexnet_mnist(num_classes: int = 10, init: str = "paper") -> AlexNetCIFAR:
@@ -418,6 +429,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "alexnet_mnist": alexnet_mnist,
     "resnet20_mnist": resnet20_mnist,
 }
+
+#: Models whose released forward returns ``softmax(logits)`` (``build_model(..., softmax_output=True)``).
+SOFTMAX_OUTPUT_MODELS = ("lenet5",)
 
 #: Input shape (C, H, W) of each model (MNIST-family data are resized to 32x32, 1 channel).
 INPUT_SHAPES: dict[str, tuple] = {
@@ -448,16 +462,27 @@ def register_model(name: str, factory: Callable[..., nn.Module], *, replace: boo
     MODELS[name] = factory
 
 
-def build_model(name: str, num_classes: int = 10, init: str = "paper") -> nn.Module:
+def build_model(name: str, num_classes: int = 10, init: str = "paper", softmax_output: bool = False) -> nn.Module:
     """Build ``MODELS[name](num_classes=num_classes, init=init)``.
 
+    ``softmax_output=True`` builds the released LeNet-5's probability output (only for the
+    models of :data:`SOFTMAX_OUTPUT_MODELS`; docs/method.md §1.10).
+
     Raises ``ValueError`` for an unknown name (listing the valid ones), an init
-    other than ``"paper"``/``"torch"``, or ``num_classes`` not an integer >= 2.
+    other than ``"paper"``/``"torch"``, ``num_classes`` not an integer >= 2, or
+    ``softmax_output=True`` for a model without that released quirk.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
     _check_num_classes(num_classes)
     _check_init(init)
+    if not isinstance(softmax_output, bool):
+        raise ValueError(f"softmax_output must be True or False, got {softmax_output!r}")
+    if softmax_output:
+        if name not in SOFTMAX_OUTPUT_MODELS:
+            raise ValueError(f"softmax_output=True is the released LeNet-5's output; model {name!r} returns logits "
+                             f"as released (allowed for: {', '.join(SOFTMAX_OUTPUT_MODELS)})")
+        return MODELS[name](num_classes=num_classes, init=init, softmax_output=True)
     return MODELS[name](num_classes=num_classes, init=init)
 
 

@@ -111,6 +111,8 @@ class PrecisionPolicy:
     name = "float32"
     quantized = False
     controls_lr = False
+    #: Whether the policy's quantized layers quantize their inputs (where ``in_place_inputs`` applies).
+    quantizes_inputs = False
 
     #: Config fields that :meth:`from_config` passes to the constructor itself (AdaPT: ``variant``
     #: and ``seed``); every other constructor parameter is an option of ``config.policy``.
@@ -248,6 +250,7 @@ class FixedPrecisionPolicy(PrecisionPolicy):
 
     name = "fixed"
     quantized = True
+    quantizes_inputs = True
 
     def __init__(self, word_length: Optional[int] = 8, fractional_length: Optional[int] = 4,
                  bits: Optional[int] = None, quantize_inputs: bool = True, quantize_outputs: bool = True,

@@ -86,12 +86,16 @@ def build(config: ExperimentConfig, num_classes: int, device, policy: Optional[P
     ``policy``: a policy object to use instead of the registered method's (:func:`adapt.methods.make_policy`).
     """
     torch.manual_seed(config.seed)
-    model = build_model(config.model, num_classes, config.init).to(device)
+    # The released model and layer quirks (docs/method.md §1.10): the LeNet-5's softmax output
+    # (the loop's cross-entropy then applies the released second softmax) and the layers'
+    # in-place input quantization.
+    model = build_model(config.model, num_classes, config.init, softmax_output=config.softmax_output).to(device)
     policy = make_policy(config) if policy is None else policy
     qmodel = None
     if policy.quantized:
         generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-        qmodel = QuantizedModel(model, rounding=config.rounding, generator=generator)
+        qmodel = QuantizedModel(model, rounding=config.rounding, generator=generator,
+                                in_place_inputs=config.in_place_inputs)
     policy.setup(model, qmodel, config)
     params = qmodel.master_parameters() if qmodel is not None else list(model.parameters())
     optimizer = policy.make_optimizer(params, config)

@@ -21,14 +21,21 @@ Names read ``"<profile>/<method>/<model>/<dataset>"``, e.g.
 ``"paper/adapt/resnet20/cifar10"`` or ``"smoke/muppet/alexnet_cifar/digits"``.
 Methods: ``float32`` (AdaPT's float32 baseline), ``float32-muppet`` (MuPPET's),
 ``adapt``, ``muppet``, ``fixed`` (one static 8/4 format, for ablations).
+
+The released model and layer quirks (docs/method.md §1.10: the LeNet-5's softmax output,
+``softmax_output``, and the layers' in-place input quantization, ``in_place_inputs``) follow the
+variant: :func:`released_quirks` says which a config has, the registry holds each config as
+``variant="reference"`` (quirks on where the released code has them), and
+``get_config(name, variant="corrected")`` turns them off; a field given explicitly wins.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from adapt.config import ExperimentConfig
+from adapt.config import ExperimentConfig, quantizes_inputs
 
-__all__ = ["CONFIGS", "get_config", "config_names", "PROFILES", "SDM_KCV", "SDM_LITERAL_POLICY"]
+__all__ = ["CONFIGS", "get_config", "config_names", "released_quirks", "QUIRK_FIELDS", "ADAPT_CODE_METHODS",
+           "PROFILES", "SDM_KCV", "SDM_LITERAL_POLICY"]
 
 PROFILES = ("smoke", "quick", "paper", "sdm", "mnist5k")
 
@@ -323,6 +330,47 @@ def _mnist5k_configs() -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# The released model and layer quirks (docs/method.md §1.10), per variant.
+#: The config fields of the released model and layer quirks.
+QUIRK_FIELDS = ("softmax_output", "in_place_inputs")
+
+#: The method segments of config names whose model and layers are AdaPT's released ones: AdaPT, its
+#: fixed-format ablation (AdaPT's layers without the heuristic) and AdaPT's float32 baseline (the
+#: released float models: ``models/lenet5.py`` returns softmax(logits) as ``lenet5_fp.py`` does).
+#: Not MuPPET nor its float32 baseline (``float32-muppet``): MuPPET's release has neither quirk, its
+#: layers quantize outputs only (``ICIdsl/muppet@a5cbb13 quant_layers.py L21-L23, L77-L80``) and its
+#: LeNet returns logits (``models/cifar/lenet.py L25-L38``).
+ADAPT_CODE_METHODS = ("adapt", "fixed", "float32")
+
+
+def released_quirks(config_name: str, variant: str) -> dict:
+    """``{"softmax_output": bool, "in_place_inputs": bool}`` of a named config under ``variant``.
+
+    ``variant="reference"`` turns each quirk on where the released code has it: for the configs of
+    AdaPT's code (:data:`ADAPT_CODE_METHODS`), ``softmax_output`` for the LeNet-5
+    (:data:`adapt.models.SOFTMAX_OUTPUT_MODELS`) and ``in_place_inputs`` for the methods whose
+    layers quantize their inputs (:func:`adapt.config.quantizes_inputs`: ``adapt``,
+    ``fixed``).  ``variant="corrected"`` turns both off.  MuPPET and its float32 baseline have
+    neither in either variant.
+    """
+    from adapt.heuristic import VARIANTS
+
+    if config_name not in CONFIGS:
+        raise ValueError(f"unknown config {config_name!r}; valid names: {', '.join(config_names())}")
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(f"config field 'variant' must be one of {VARIANTS}, got {variant!r}")
+    return _quirks(CONFIGS[config_name], variant)
+
+
+def _quirks(cfg: ExperimentConfig, variant: str) -> dict:
+    from adapt.models import SOFTMAX_OUTPUT_MODELS
+
+    on = variant == "reference" and cfg.name.split("/")[1] in ADAPT_CODE_METHODS
+    return {"softmax_output": on and cfg.model in SOFTMAX_OUTPUT_MODELS,
+            "in_place_inputs": on and quantizes_inputs(cfg.method)}
+
+
 def _build_registry() -> dict:
     paper = _paper_configs()
     registry = {}
@@ -331,7 +379,8 @@ def _build_registry() -> dict:
     registry.update(paper)
     registry.update(_sdm_configs())
     registry.update(_mnist5k_configs())
-    return registry
+    # Every entry as its own variant (the default, "reference"): the released quirks where they apply.
+    return {name: cfg.replace(**_quirks(cfg, cfg.variant)) for name, cfg in registry.items()}
 
 
 #: Every named configuration.
@@ -343,8 +392,17 @@ def config_names(profile: Optional[str] = None) -> list:
 
 
 def get_config(name: str, **overrides) -> ExperimentConfig:
-    """The named config, with ``overrides`` applied (each validated)."""
+    """The named config, with ``overrides`` applied (each validated).
+
+    A ``variant`` override also sets the released model and layer quirks (:data:`QUIRK_FIELDS`) to
+    that variant's (:func:`released_quirks`), unless they are overridden themselves: e.g.
+    ``get_config("mnist5k/adapt/lenet5/mnist5k", variant="corrected")`` has ``softmax_output`` and
+    ``in_place_inputs`` off, ``get_config(..., variant="corrected", softmax_output=True)`` only the
+    first.
+    """
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; valid names: {', '.join(config_names())}")
     cfg = CONFIGS[name]
+    if "variant" in overrides:
+        overrides = {**released_quirks(name, overrides["variant"]), **overrides}
     return cfg.replace(**overrides) if overrides else cfg

@@ -20,6 +20,9 @@ over :data:`SEEDS`:
     with (its record's ``policy.final_formats``): the heuristic's destination without its path.
 ``adapt``
     the grid's reference AdaPT run (not trained here).
+``adapt-logits``, ``adapt-no-in-place``
+    the reference AdaPT with one released quirk turned off: the LeNet-5's double softmax
+    (``softmax_output``) or the layers' in-place input quantization (``in_place_inputs``).
 ``max_lookback=<n>``, ``min_lookback=<n>``
     the reference AdaPT run with the lookback bounds changed: what drives the word length
     (docs/method.md §1.4.4 and §1.4.8; notebook 40 derives the fixed point the rules settle at).
@@ -80,7 +83,8 @@ def arms() -> list:
     base = CONFIGS[ADAPT_CONFIG]
     out = [
         Arm("float32", FLOAT32_CONFIG, from_grid=True),
-        Arm("float32-adapt-optimizer", ADAPT_CONFIG, {"method": "float32", "policy": {"normalize_gradients": True}}),
+        Arm("float32-adapt-optimizer", ADAPT_CONFIG, {"method": "float32", "policy": {"normalize_gradients": True},
+                                                      "in_place_inputs": False}),  # float32 quantizes no input
         Arm("fixed-8/4", ADAPT_CONFIG, {"policy": {"switching": False, "initial_word_length": 8,
                                                    "initial_fractional_length": 4}}),
         Arm("fixed-16/8", ADAPT_CONFIG, {"policy": {"switching": False, "initial_word_length": 16,
@@ -88,6 +92,9 @@ def arms() -> list:
         Arm("held-final", ADAPT_CONFIG, {"policy": {"switching": False}}, needs_final_formats=True),
         Arm("adapt", ADAPT_CONFIG, from_grid=True),
     ]
+    # The released model and layer quirks (docs/method.md §1.10), each turned off alone in the reference AdaPT.
+    out.append(Arm("adapt-logits", ADAPT_CONFIG, {"softmax_output": False}, group="quirks"))
+    out.append(Arm("adapt-no-in-place", ADAPT_CONFIG, {"in_place_inputs": False}, group="quirks"))
     for n in MAX_LOOKBACKS:
         if n != base.policy.get("max_lookback") and n >= base.policy.get("min_lookback", 1):
             out.append(Arm(f"max_lookback={n}", ADAPT_CONFIG, {"policy": {"max_lookback": n}}, group="max_lookback"))

@@ -154,10 +154,11 @@ def overrides_tag(overrides) -> str:
     return "x" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _normalize_overrides(config_name: str, overrides) -> tuple:
-    """Sorted ``(field, value)`` pairs, without those equal to the registry's value."""
+def _normalize_overrides(config_name: str, overrides, variant: str = "reference") -> tuple:
+    """Sorted ``(field, value)`` pairs, without those equal to the registry's value (under ``variant``,
+    which sets the released quirks, adapt.experiments.configs.released_quirks)."""
     pairs = overrides.items() if isinstance(overrides, dict) else (tuple(p) for p in overrides)
-    base = CONFIGS[config_name].to_dict()
+    base = get_config(config_name, variant=variant).to_dict()
     out = []
     for key, value in pairs:
         if key in POINT_FIELDS:
@@ -212,7 +213,7 @@ class GridPoint:
             close = difflib.get_close_matches(str(self.config_name), CONFIGS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else "; `python -m adapt grid PROFILE --list` lists them"
             raise ValueError(f"unknown config {self.config_name!r}{hint}")
-        object.__setattr__(self, "overrides", _normalize_overrides(self.config_name, self.overrides or ()))
+        object.__setattr__(self, "overrides", _normalize_overrides(self.config_name, self.overrides or (), self.variant))
 
     @property
     def profile(self) -> str:
@@ -279,7 +280,10 @@ def record_point(record: dict) -> Optional[GridPoint]:
         return None
     if not all(isinstance(cfg.get(k), int) for k in ("seed", "fold")) or cfg.get("variant") is None:
         return None
-    base = CONFIGS[cfg["name"]].to_dict()
+    try:  # the registry entry under the record's variant (which sets the released quirks)
+        base = get_config(cfg["name"], variant=cfg["variant"]).to_dict()
+    except ValueError:
+        return None
     overrides = {k: v for k, v in cfg.items()
                  if k not in POINT_FIELDS and k not in ("name", "profile") and base.get(k, object()) != v}
     try:
