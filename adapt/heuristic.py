@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from adapt.policies import PrecisionPolicy, TensorTrace
-from adapt.quant import FixedPoint, fixed_point
+from adapt.quant import FixedPoint, divide_many_, fixed_point
 
 __all__ = [
     "KL_ALPHA",
@@ -802,9 +802,10 @@ class AdaptPolicy(PrecisionPolicy):
         grad_norms = list(torch._foreach_norm(grads)) if grads else []
         if grads and normalize:
             # g / ||g|| where ||g|| > 0 (MSGD_FP.step), in place; dividing by 1 elsewhere is exact.
-            # A 0-d float32 divisor divides exactly as the Python float of its value did.
+            # A float32 divisor on the device divides exactly as the Python float of its value did;
+            # on CUDA one launch for all tensors (adapt.quant.divide_many_), on CPU a loop of div_.
             norms = torch.stack(grad_norms)
-            torch._foreach_div_(grads, list(torch.where(norms > 0, norms, torch.ones_like(norms)).unbind()))
+            divide_many_(grads, torch.where(norms > 0, norms, torch.ones_like(norms)))
         t_div = time.perf_counter()
 
         weights = [i for i in live if self._is_weight[i]]

@@ -524,6 +524,29 @@ def test_quant_grouped_calls_are_one_and_two_launches(via_kernels, launches, mon
         assert_same(y, x / d)
 
 
+def test_adapt_gradient_normalisation_is_one_launch_with_torch_div_bits(via_kernels, launches, monkeypatch):
+    """AdaPT's g / ||g|| (MSGD_FP.step) through the kernels' device: one division launch for every gradient,
+    the same bits as torch.div by the norm, a zero gradient left as it is."""
+    from test_adapt_policy import make, set_grads
+
+    monkeypatch.setattr(via_kernels, "BLOCK", 256)
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", {})
+    model, qmodel, policy, _ = make()
+    assert quant._kernel_ok("divide", torch.zeros(1), "nearest")
+    g = torch.Generator().manual_seed(0)
+    set_grads(model, lambda p: torch.randn(p.shape, generator=g) * 3)
+    model.bn.bias.grad.zero_()
+    expected = {}
+    for n, p in model.named_parameters():
+        norm = torch.linalg.vector_norm(p.grad)
+        expected[n] = p.grad / norm if norm > 0 else p.grad.clone()
+    launches.clear()
+    policy.before_step(0, 1.0)
+    assert [name for name, _, _ in launches] == ["_segments_divide_kernel"]
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, expected[n]), n
+
+
 @pytest.fixture
 def uploads(K, monkeypatch):
     """The host-to-device copies of the interpreted module (numel of each), with an empty table cache."""
