@@ -15,8 +15,8 @@
 # <step>.json (its figures), summary.txt (each step's status and seconds).  Exit status: 0 when every step
 # passed, 1 when one failed or timed out, 2 when something it needs is missing (checked before any step).
 #
-# Needs only a python3 with torch (a CUDA build), Triton (shipped with it), NumPy and pytest: no venv, no
-# network, no install.  PYTHON picks the interpreter (default: .venv/bin/python if it works, else python3).
+# Needs only a python3 with torch (a CUDA build), Triton (shipped with it), NumPy and pytest (the dry run: numba
+# instead of Triton): no venv, no network, no install.  PYTHON picks the interpreter (default: .venv/bin/python if it works, else python3).
 # Without pytest: put it in .gpu-deps/ on a machine with a package registry
 # (`python3 -m pip install --target .gpu-deps pytest`, pure Python) and copy that folder along, or set
 # SKIP_TESTS=1.  Override a step's time with <STEP>_S=seconds (TESTS_S, QUANTIZER_S, TRAIN_STEP_S, PAPER_S,
@@ -52,7 +52,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ---- preflight: everything the steps import, before any of them runs --------------------------------
 need="torch numpy"
-[ "$dry" = 1 ] || need="$need triton"
+if [ "$dry" = 1 ]; then need="$need numba"; else need="$need triton"; fi  # the dry run rounds on CPU (numba)
 [ "${SKIP_TESTS:-0}" = 1 ] || need="$need pytest"
 missing=$("$py" - $need <<'EOF' || true
 import importlib.util, sys

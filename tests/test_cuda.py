@@ -2,7 +2,8 @@
 devices, the first-use self-checks, and the policies' multi-tensor steps.  Every test skips without CUDA.
 
 ``benchmarks/gpu_checks.sh`` runs this file first on a GPU machine; it needs pytest, NumPy, torch and Triton only
-(no Hypothesis, no package install), so that it runs with a machine's system ``python3``.  The interpreter tests
+(no Hypothesis, no numba: CPU references are the interpreted kernels or the whole-tensor ops), so that it runs
+with a machine's system ``python3``.  The interpreter tests
 of the same kernels are in tests/test_triton_kernels.py; the CUDA cases of the quantizers' own tests
 (``tests/test_quant.py -k cuda``) need Hypothesis and run where it is installed.
 """
@@ -177,8 +178,8 @@ def test_grouped_nearest_rounding_is_captured_in_a_cuda_graph():
         x.mul_(3.0)
     graph.replay()
     torch.cuda.synchronize()
-    for x, y in zip(xs, ys):
-        assert_same(y, quant.fixed_point(x.cpu(), 8, 4, "nearest"))
+    for x, y in zip(xs, ys):  # the whole-tensor ops as the reference (no numba needed on a GPU machine)
+        assert_same(y, quant._fixed_point(x.cpu(), 8, 4, "nearest", None, None, False))
 
 
 def test_skip_draw_advances_the_generator_as_a_draw_without_a_launch():
@@ -244,11 +245,12 @@ def test_policy_steps_match_the_per_tensor_loops():
     loop = [p.grad.clone().add_(p.data, alpha=policy.weight_decay) for p in model.parameters()]  # the former loop
     policy.before_step(0, 1.0)
     for p, e in zip(model.parameters(), loop):
-        # torch's multi-tensor and single-tensor kernels both compute g + wd * w in float32 (an FMA or not, as
-        # nvcc compiled each): equal, or within one rounding
-        assert torch.allclose(p.grad, e, rtol=2**-23, atol=0)
+        # torch's multi-tensor and single-tensor kernels both compute g + wd * w in float32, fused into one FMA
+        # or not as nvcc compiled each: equal, or apart by the rounding of wd * w
+        ulp = 2**-23 * float(p.data.abs().max()) * policy.weight_decay
+        assert torch.allclose(p.grad, e, rtol=2**-23, atol=ulp)
     l1 = train.L1Gradient(model, 1e-4, 4)
     value = l1.begin_step()
-    reference = 1e-4 * train.l1_penalty(model)
-    assert torch.allclose(value, reference, rtol=1e-6, atol=0)
+    reference = 1e-4 * train.l1_penalty(model)  # the same float32 sums, added in another order
+    assert torch.allclose(value, reference, rtol=1e-5, atol=0)
     l1.remove()

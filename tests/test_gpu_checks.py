@@ -56,7 +56,7 @@ def test_missing_packages_fail_before_any_step(tmp_path):
     python.chmod(0o755)
     done = run(tmp_path / "out", "--dry-run", timeout=120, PYTHON=str(python))
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "lacks: torch numpy pytest" in done.stderr
+    assert "lacks: torch numpy numba pytest" in done.stderr
     assert not any((tmp_path / "out" / f"{step}.txt").exists() for step in STEPS)
     assert "preflight FAILED" in (tmp_path / "out" / "summary.txt").read_text()
 
