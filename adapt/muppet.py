@@ -672,13 +672,15 @@ class MuppetPolicy(PrecisionPolicy):
 
     @torch.no_grad()
     def before_step(self, step: int, loss: float) -> None:
-        """``p.grad += weight_decay * p.data`` with the quantized working weights (QuantSGD's order)."""
+        """``p.grad += weight_decay * p.data`` with the quantized working weights (QuantSGD's order).
+
+        One multi-tensor op for all parameters (on CPU the same ``add_`` per tensor as a loop; on CUDA
+        one launch instead of one per parameter)."""
         if not self.weight_decay:
             return
-        for qp in self.qmodel.params.values():
-            g = qp.param.grad
-            if g is not None:
-                g.add_(qp.param.data, alpha=self.weight_decay)
+        pairs = [(qp.param.grad, qp.param.data) for qp in self.qmodel.params.values() if qp.param.grad is not None]
+        if pairs:
+            torch._foreach_add_([g for g, _ in pairs], [w for _, w in pairs], alpha=self.weight_decay)
 
     def after_step(self, step: int) -> None:
         self.last_step = step

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from adapt.quant import DynamicFixedPoint, FixedPoint
+from adapt.quant import DynamicFixedPoint, FixedPoint, divide_many_
 
 __all__ = ["PrecisionPolicy", "Float32Policy", "FixedPrecisionPolicy", "TensorTrace", "format_bits", "normalize_gradients_"]
 
@@ -213,7 +213,8 @@ def normalize_gradients_(grads: list, norms: Optional[list] = None) -> list:
         return []
     norms = list(torch._foreach_norm(grads)) if norms is None else list(norms)
     stacked = torch.stack(norms)
-    torch._foreach_div_(grads, list(torch.where(stacked > 0, stacked, torch.ones_like(stacked)).unbind()))
+    # On CUDA one launch for all tensors (adapt.quant.divide_many_), on CPU a loop of div_ (bit-identical).
+    divide_many_(grads, torch.where(stacked > 0, stacked, torch.ones_like(stacked)))
     return norms
 
 

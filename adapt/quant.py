@@ -29,7 +29,9 @@ Stochastic rounding has three implementations with the same distribution:
   read and one write of the tensor.  Each call draws one 64-bit seed from ``generator``
   on the device (no host sync); element ``i`` takes 24 bits of Philox4x32-10 at counter
   ``i // 4``.  Dither ``u = (k + 1/2) * 2**-24`` as on CPU; float32 arithmetic with an
-  exact split, so ``floor(x * 2**fl + u)`` is exact for every finite value.
+  exact split, so ``floor(x * 2**fl + u)`` is exact for every finite value.  The first
+  call of each kernel in a process checks it against the whole-tensor ops on a probe
+  (:func:`_kernel_ok`) and, if they disagree, warns once and uses the ops instead.
 * **other devices** (MPS), or CPU with ``CPU_KERNEL = False``, or CUDA with
   ``GPU_KERNEL = False``: ``torch.rand`` (24 random bits) and four in-place ops in the
   tensor's dtype, as QPyTorch does.
@@ -52,6 +54,7 @@ import torch
 __all__ = [
     "ROUNDING_MODES",
     "cpu_kernel_threading",
+    "divide_many_",
     "FixedPoint",
     "DynamicFixedPoint",
     "fixed_point",
@@ -86,6 +89,10 @@ _GROUP_BLOCK = 2**14
 #: runs the whole-tensor ops there (the reference the kernels are tested against).
 GPU_KERNEL = True
 _GPU_KERNELS = None  # the kernel module once imported; False if Triton is missing
+#: (kernel, device, dtype, rounding, variant) -> whether its first-use self-check passed (:func:`_kernel_ok`)
+_KERNEL_CHECKS: dict = {}
+#: CUDA device -> the Philox offset by which one seed draw advances a generator (:func:`_skip_device_seed`)
+_SEED_OFFSET_STEP: dict = {}
 
 # Largest float32 magnitude for which adding 1.5*2**23 rounds to an integer: the
 # "magic number" trick does round-half-to-even in one add and one subtract.
@@ -155,6 +162,198 @@ def _device_seed(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch
     """A stochastic Triton call's seed: one 64-bit word from ``generator``, drawn and kept on ``x``'s device."""
     _check_generator(generator, x.device)
     return _GPU_KERNELS.seed_tensor(x.device, generator)
+
+
+def _skip_device_seed(x: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+    """Advance ``generator`` exactly as :func:`_device_seed` would, without launching the draw.
+
+    A CUDA generator's state is its seed and a Philox offset kept on the host; a draw adds a fixed
+    step to the offset (torch's launch configuration for one element), measured once per device on
+    a generator of its own.  Elsewhere (the interpreter's CPU tensors in the tests, a torch without
+    ``Generator.get_offset``) the seed is drawn.
+    """
+    _check_generator(generator, x.device)
+    if x.device.type != "cuda" or not hasattr(torch.Generator, "get_offset"):
+        _device_seed(x, generator)
+        return
+    step = _SEED_OFFSET_STEP.get(x.device)
+    if step is None:
+        probe = torch.Generator(device=x.device)
+        before = probe.get_offset()
+        _GPU_KERNELS.seed_tensor(x.device, probe)
+        step = _SEED_OFFSET_STEP[x.device] = probe.get_offset() - before
+    g = generator if generator is not None else torch.cuda.default_generators[x.device.index]
+    g.set_offset(g.get_offset() + step)
+
+
+# --------------------------------------------------------------------------------------------------
+# first-use self-check of the Triton kernels
+# --------------------------------------------------------------------------------------------------
+_PROBE_SEED = 0x5EED_0F_ADA9_7  # stochastic probes draw nothing from the caller's generators
+
+
+def _kernel_ok(kind: str, x: torch.Tensor, rounding: str, variant: tuple = ()) -> bool:
+    """Whether the Triton kernel ``kind`` may round tensors like ``x`` (device, dtype) with ``rounding``.
+
+    The first call for each (kernel, device, dtype, rounding, ``variant``) in a process runs the
+    kernel on a probe (:func:`_self_check`) that covers full and partial blocks, ties, both signs,
+    values beyond the range, ``+-inf``, NaN and ``-0.0``, and compares it with the whole-tensor ops:
+    value for value for nearest rounding (``+0.0 == -0.0``, NaN matching NaN), and for stochastic
+    rounding every output must be one of the two grid values around the exact input (the floor and
+    the ceiling, saturated).  For MuPPET's kernels the extremes must equal ``torch.aminmax``'s and the
+    scales are the whole-tensor path's own (:func:`_exponent_from_extremes`).  On a disagreement,
+    or if the kernel raises (a Triton that cannot compile it), it warns once, with the input and
+    both values, and this process uses the whole-tensor ops for that kernel from then on.  The
+    probe synchronises with the device once; it draws nothing from any generator.
+    """
+    key = (kind, x.device, x.dtype, rounding, variant)
+    ok = _KERNEL_CHECKS.get(key)
+    if ok is None:
+        ok = _KERNEL_CHECKS[key] = _self_check(kind, x.device, x.dtype, rounding, variant)
+    return ok
+
+
+def _probe_values(n: int, dtype: torch.dtype, device, span: float = 8.0) -> torch.Tensor:
+    """``n`` deterministic probe values: a ramp over ``[-2 span, 2 span]``, half-step ties of the 8/4 grid
+    (both parities) in every fifth element, and the specials near the start."""
+    k = torch.arange(n, dtype=torch.float64)
+    v = (k - n / 2) * (4.0 * span / n)
+    v[3::5] = (torch.arange(len(v[3::5]), dtype=torch.float64) - len(v[3::5]) / 2 + 0.5) / 16
+    specials = torch.tensor([math.inf, -math.inf, math.nan, -0.0, 0.0, 1e-30, -1e-30, 2 * span, -2 * span],
+                            dtype=torch.float64)
+    v[:len(specials)] = specials[:n]
+    return v.to(dtype).to(device)
+
+
+def _bracket(x: torch.Tensor, scale, low: float, high: float) -> tuple:
+    """``(floor, ceil)`` grid values around ``x`` (``scale`` a number or a tensor broadcasting against
+    ``x``), saturated to ``[low, high]`` codes, in ``x``'s dtype: the two values stochastic rounding may give."""
+    a = x.double() * (scale.double() if isinstance(scale, torch.Tensor) else scale)
+    inv = (1.0 / scale.double()) if isinstance(scale, torch.Tensor) else 1.0 / scale
+    return tuple((f(a).clamp(low, high) * inv).to(x.dtype) for f in (torch.floor, torch.ceil))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise: equal values (``+0.0 == -0.0``, as the tests' ``assert_same``), or both NaN."""
+    a, b = a.float(), b.float()
+    return (a == b) | (a.isnan() & b.isnan())
+
+
+def _self_check(kind: str, device, dtype, rounding: str, variant: tuple) -> bool:
+    """Run the first-use probe of ``kind`` (see :func:`_kernel_ok`); warn and return False on a difference."""
+    K = _GPU_KERNELS
+    try:
+        checks = _PROBES[kind](K, device, dtype, rounding, variant)
+        for inputs, got, allowed in checks:
+            ok = _same(got, allowed[0])
+            for alt in allowed[1:]:
+                ok |= _same(got, alt)
+            if not bool(ok.all()):
+                i = int((~ok).nonzero()[0])
+                shown = " or ".join(repr(float(a.reshape(-1)[i])) for a in allowed)
+                _warn_fallback(kind, device, dtype, rounding, variant,
+                               f"element {i}: input {float(inputs.reshape(-1)[i])!r} gives {float(got.reshape(-1)[i])!r}, "
+                               f"the whole-tensor reference {shown}")
+                return False
+    except Exception as exc:  # noqa: BLE001 - a kernel that cannot run must not stop training
+        _warn_fallback(kind, device, dtype, rounding, variant,
+                       f"it raised {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}")
+        return False
+    return True
+
+
+def _warn_fallback(kind, device, dtype, rounding, variant, what: str) -> None:
+    import triton
+
+    extra = f", {variant}" if variant else ""
+    warnings.warn(
+        f"adapt.quant: the Triton kernel '{kind}' ({dtype}, {rounding}{extra}) on {device} failed its first-use "
+        f"check against the whole-tensor ops: {what}. This process rounds with the whole-tensor ops instead "
+        f"(slower, same distribution). Please report it with torch {torch.__version__}, Triton "
+        f"{triton.__version__} and the GPU.", RuntimeWarning, stacklevel=4)
+
+
+def _probe_fixed_point(K, device, dtype, rounding, variant):
+    x = _probe_values(2 * K.BLOCK + 37, dtype, device)
+    wl, fl = 8, 4
+    if rounding == "nearest":
+        return [(x, K.fixed_point(x, wl, fl, "nearest"), (_fixed_point(x, wl, fl, "nearest", None, None, False),))]
+    return [(x, K.fixed_point(x, wl, fl, "stochastic", seed=_PROBE_SEED), _bracket(x, 2.0**fl, -128, 127))]
+
+
+def _probe_round_scaled(K, device, dtype, rounding, variant):
+    per_sample, clamp = variant
+    x = _probe_values(3 * (K.BLOCK + 13), dtype, device).reshape(3, -1)
+    x[1] *= 0.001  # rows with different scales
+    bits = 8
+    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    view = (-1, 1) if per_sample else ()
+    scale = torch.exp2(_dynamic_exponent(xc, bits, per_sample)).reshape(view)
+    got = K.round_scaled(xc, scale, rounding, _PROBE_SEED if rounding == "stochastic" else None,
+                         clamp_bits=bits if clamp else None).to(dtype)
+    if rounding == "nearest":
+        return [(x, got, (_dynamic_fixed_point(x, bits, "nearest", per_sample, None, clamp, False),))]
+    low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if clamp else (-math.inf, math.inf)
+    return [(x, got, tuple(v.to(dtype) for v in _bracket(xc, scale, low, high)))]
+
+
+def _probe_tensors(K, device, dtype) -> list:
+    """Segments of every kind: several full blocks and a partial one, one element, an exact block."""
+    return [_probe_values(2 * K.BLOCK + 37, dtype, device), _probe_values(1, dtype, device) + 0.3,
+            _probe_values(K.BLOCK, dtype, device, span=1.0), torch.empty(0, dtype=dtype, device=device)]
+
+
+def _probe_segments(K, device, dtype, rounding, variant):
+    xs = _probe_tensors(K, device, dtype)
+    formats = [(8, 4), (16, 10), (4, 2), (8, 4)]
+    got = K.fixed_point_segments(xs, formats, rounding, seed=_PROBE_SEED if rounding == "stochastic" else None)
+    checks = []
+    for x, y, (wl, fl) in zip(xs, got, formats):
+        if rounding == "nearest":
+            checks.append((x, y, (_fixed_point(x, wl, fl, "nearest", None, None, False),)))
+        else:
+            checks.append((x, y, _bracket(x, 2.0**fl, -(2.0 ** (wl - 1)), 2.0 ** (wl - 1) - 1)))
+    return checks
+
+
+def _probe_dynamic_segments(K, device, dtype, rounding, variant):
+    (clamp,) = variant
+    b = K.BLOCK
+    xs = _probe_tensors(K, device, dtype)
+    # A block of -0.0 beside negative values (its maximum is 0) and one beside a negative block (the minimum
+    # stays negative): what Triton before 3.4 got wrong in float atomic_max/atomic_min.
+    xs.append(torch.cat([torch.full((b,), -0.0), torch.full((b + 5,), -1.5)]).to(dtype).to(device))
+    xs.append(torch.cat([torch.full((b,), -3.0), torch.full((b,), -0.0), torch.full((7,), 2.0)]).to(dtype).to(device))
+    hi, lo = K.segment_extremes(xs)
+    checks = []
+    for k, x in enumerate(xs):
+        if x.numel():
+            mn, mx = torch.aminmax(x.float())
+            # the kernel gives +0.0 for a zero extreme; the reference may give -0.0 (equal values)
+            checks.append((x[:1], hi[k:k + 1], (torch.where(mx == 0, 0.0, mx).reshape(1),)))
+            checks.append((x[:1], lo[k:k + 1], (torch.where(mn == 0, 0.0, mn).reshape(1),)))
+    bits = 8
+    scales = torch.exp2(_exponent_from_extremes(lo, hi, bits))
+    ys = K.round_scaled_segments(xs, scales, rounding, seed=_PROBE_SEED if rounding == "stochastic" else None,
+                                 clamp_bits=bits if clamp else None)
+    low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if clamp else (-math.inf, math.inf)
+    for x, y, s in zip(xs, ys, scales):
+        if rounding == "nearest":
+            checks.append((x, y, (_dynamic_fixed_point(x, bits, "nearest", False, None, clamp, False),)))
+        else:
+            checks.append((x, y, _bracket(x, s, low, high)))
+    return checks
+
+
+def _probe_divide(K, device, dtype, rounding, variant):
+    xs = [_probe_values(2 * K.BLOCK + 37, dtype, device), _probe_values(3, dtype, device)]
+    d = torch.tensor([3.0, 0.1], dtype=torch.float32).to(device)
+    ys = K.divide_segments(xs, d)
+    return [(x, y, (x / d[k],)) for k, (x, y) in enumerate(zip(xs, ys))]
+
+
+_PROBES = {"fixed_point": _probe_fixed_point, "round_scaled": _probe_round_scaled, "segments": _probe_segments,
+           "dynamic_segments": _probe_dynamic_segments, "divide": _probe_divide}
 
 
 _LAYER_CHECKED = False
@@ -232,14 +431,15 @@ def skip_draw(x: torch.Tensor, rounding: str, generator: Optional[torch.Generato
     For a caller that skips a quantization it knows to be the identity (see
     :meth:`FixedPoint.contains`): on CPU, where a stochastic rounding draws one word,
     the random stream and hence every later rounding stay the same as without the
-    skip; on CUDA with the Triton kernels, one seed is drawn on the device likewise.
-    (On the whole-tensor path ``torch.rand`` draws depend on the size; nothing is drawn.)
+    skip; on CUDA with the Triton kernels the generator's Philox offset advances by what one
+    seed draw takes, with no launch (:func:`_skip_device_seed`).  (On the whole-tensor path
+    ``torch.rand`` draws depend on the size; nothing is drawn.)
     """
     if rounding == "stochastic" and x.device.type == "cpu" and CPU_KERNEL:
         _check_generator(generator, x.device)
         _seed_from(generator)
-    elif rounding == "stochastic" and _on_gpu_kernel(x):
-        _device_seed(x, generator)
+    elif rounding == "stochastic" and _on_gpu_kernel(x) and _kernel_ok("fixed_point", x, rounding):
+        _skip_device_seed(x, generator)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -326,7 +526,13 @@ def fixed_point(
     _check_tensor(x)
     FixedPoint(word_length, fractional_length)  # validates both arguments
     _check_rounding(rounding)
-    if _on_gpu_kernel(x):  # half precision is loaded into float32 inside the kernel: no conversion pass
+    return _fixed_point(x, word_length, fractional_length, rounding, generator, out, True)
+
+
+def _fixed_point(x, word_length, fractional_length, rounding, generator, out, kernels: bool) -> torch.Tensor:
+    """:func:`fixed_point` after validation; ``kernels=False`` takes the whole-tensor ops on every device."""
+    if kernels and _on_gpu_kernel(x) and _kernel_ok("fixed_point", x, rounding):
+        # half precision is loaded into float32 inside the kernel: no conversion pass
         seed = _device_seed(x, generator) if rounding == "stochastic" else None
         return _GPU_KERNELS.fixed_point(x, word_length, fractional_length, rounding, seed, out=out)
     dtype = _compute_dtype(x.dtype)
@@ -336,7 +542,7 @@ def fixed_point(
     qmin = -(2.0 ** (word_length - 1))
     qmax = 2.0 ** (word_length - 1) - 1.0
     direct = out is not None and x.dtype == dtype
-    if xc.device.type == "cpu" and CPU_KERNEL:
+    if kernels and xc.device.type == "cpu" and CPU_KERNEL:
         y = _round_cpu(xc, rounding, scale, qmin, qmax, generator, out if direct and out.is_contiguous() else None)
         if direct and y is not out:
             out.copy_(y)
@@ -390,7 +596,7 @@ def _groupable(tensors, outs) -> bool:
 
 
 def _segments_on_gpu(tensors, outs) -> bool:
-    """Whether the many-tensor quantizers can round these in one Triton launch (one device, one dtype, contiguous)."""
+    """Whether the many-tensor functions can process these in one Triton launch (one device, one dtype, contiguous)."""
     first = tensors[0]
     if not _on_gpu_kernel(first):
         return False
@@ -435,7 +641,7 @@ def fixed_point_many(tensors, formats, rounding: str = "stochastic", generator: 
             raise TypeError(f"fixed_point_many takes FixedPoint formats, got {f!r}")
     if not tensors:
         return []
-    if _segments_on_gpu(tensors, outs):
+    if _segments_on_gpu(tensors, outs) and _kernel_ok("segments", tensors[0], rounding):
         seed = _device_seed(tensors[0], generator) if rounding == "stochastic" else None
         ys = _GPU_KERNELS.fixed_point_segments([x.detach() for x in tensors],
                                                [(f.word_length, f.fractional_length) for f in formats],
@@ -551,6 +757,11 @@ def dynamic_fixed_point(
     _check_rounding(rounding)
     if per_sample and x.dim() == 0:
         raise ValueError("per_sample=True needs a tensor with a batch dimension (dim 0), got a 0-d tensor")
+    return _dynamic_fixed_point(x, bits, rounding, per_sample, generator, clamp, True)
+
+
+def _dynamic_fixed_point(x, bits, rounding, per_sample, generator, clamp, kernels: bool) -> torch.Tensor:
+    """:func:`dynamic_fixed_point` after validation; ``kernels=False`` takes the whole-tensor ops everywhere."""
     dtype = _compute_dtype(x.dtype)
     xc = x if x.dtype == dtype else x.to(dtype)
     if x.numel() == 0:
@@ -559,11 +770,12 @@ def dynamic_fixed_point(
     with torch.no_grad():
         scale = torch.exp2(_dynamic_exponent(xc, bits, per_sample)).reshape(view)
     low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if clamp else (-math.inf, math.inf)
-    if _on_gpu_kernel(xc):  # the same scale, then one fused rounding pass
+    if kernels and _on_gpu_kernel(xc) and _kernel_ok("round_scaled", xc, rounding, (per_sample, clamp)):
+        # the same scale, then one fused rounding pass
         seed = _device_seed(xc, generator) if rounding == "stochastic" else None
         y = _GPU_KERNELS.round_scaled(xc, scale, rounding, seed, clamp_bits=bits if clamp else None)
         return y if y.dtype == x.dtype else y.to(x.dtype)
-    if rounding == "stochastic" and xc.device.type == "cpu" and CPU_KERNEL:
+    if kernels and rounding == "stochastic" and xc.device.type == "cpu" and CPU_KERNEL:
         scales = scale.reshape(-1).double().numpy()
         y = _round_cpu(xc, "stochastic", scales if per_sample else float(scales[0]), low, high, generator)
         return y if y.dtype == x.dtype else y.to(x.dtype)
@@ -600,16 +812,15 @@ def dynamic_fixed_point_many(tensors, bits: int, rounding: str = "stochastic",
         _check_tensor(x)
     if not tensors:
         return []
-    if tensors[0].dtype == torch.float32 and _segments_on_gpu(tensors, outs):
+    if (tensors[0].dtype == torch.float32 and _segments_on_gpu(tensors, outs)
+            and _kernel_ok("dynamic_segments", tensors[0], rounding, (clamp,))):
         xs = [x.detach() for x in tensors]
-        blocks = _GPU_KERNELS.segment_blocks([x.numel() for x in xs]).to(xs[0].device)  # for both launches
-        hi, lo = _GPU_KERNELS.segment_extremes(xs, blocks=blocks)
+        hi, lo = _GPU_KERNELS.segment_extremes(xs)
         with torch.no_grad():
             scales = torch.exp2(_exponent_from_extremes(lo, hi, bits))
         seed = _device_seed(tensors[0], generator) if rounding == "stochastic" else None
         ys = _GPU_KERNELS.round_scaled_segments(xs, scales, rounding, seed, None if outs is None else
-                                                [o.detach() for o in outs], clamp_bits=bits if clamp else None,
-                                                blocks=blocks)
+                                                [o.detach() for o in outs], clamp_bits=bits if clamp else None)
         return ys if outs is None else list(outs)
     ys = []
     for k, x in enumerate(tensors):
@@ -619,6 +830,27 @@ def dynamic_fixed_point_many(tensors, bits: int, rounding: str = "stochastic",
             y = outs[k]
         ys.append(y)
     return ys
+
+
+def divide_many_(tensors, divisors: torch.Tensor) -> list:
+    """``tensors[k].div_(divisors[k])`` for every ``k``, in place; returns ``tensors`` as a list.
+
+    ``divisors``: a 1-D tensor with one value per tensor, on their device (e.g. their norms,
+    as AdaPT's normalised gradients need, docs/method.md §1.4).  CUDA with the Triton kernels,
+    for contiguous float32 tensors on one device: one launch for all
+    (``_triton_kernels.divide_segments``; IEEE division, the same bits as ``torch.div``).
+    Elsewhere ``torch._foreach_div_`` with the divisors as 0-d tensors (on CPU a loop of
+    ``div_``; on CUDA one launch per tensor).
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return tensors
+    if (tensors[0].dtype == torch.float32 and divisors.dtype == torch.float32 and divisors.device == tensors[0].device
+            and _segments_on_gpu(tensors, None) and _kernel_ok("divide", tensors[0], "nearest")):
+        _GPU_KERNELS.divide_segments(tensors, divisors, outs=tensors)
+        return tensors
+    torch._foreach_div_(tensors, list(divisors.unbind()))
+    return tensors
 
 
 class _QuantizeSTE(torch.autograd.Function):

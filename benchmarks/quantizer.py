@@ -11,7 +11,10 @@ allocation: on CPU its fresh pages cost more than the rounding), ``dynamic_fixed
 * stochastic <= 1.3x (clone + rand_like);
 * at least 5x faster than qtorch on CPU (both roundings).
 
-On CUDA a second table compares the fused Triton kernels (``adapt._triton_kernels``, the default
+On CPU each call is timed alone (``perf_counter``).  On CUDA every time in both tables is the median
+of ``--repeats`` CUDA-event timings of ``--inner`` back-to-back calls, divided by ``--inner``: the host
+enqueues the next call while the GPU runs the last one, as in training, so a 4M-float call measures
+the kernel rather than one launch and one synchronisation.  On CUDA a second table compares the fused Triton kernels (``adapt._triton_kernels``, the default
 CUDA path) with the whole-tensor ops (``GPU_KERNEL = False``) on each of ``--sizes`` (default 4M and
 64M floats): ``fixed_point`` nearest and stochastic as a multiple of ``x.clone()`` (target for the
 kernels: <= 1.3x).  These are timed with CUDA events around ``--inner`` back-to-back calls, so the
@@ -24,6 +27,8 @@ Usage::
     python benchmarks/quantizer.py [--numel 4000000] [--repeats 20] [--warmup 3] [--threads N] [--json PATH]
     python benchmarks/quantizer.py --device cuda --sizes 4000000 64000000   # the GPU kernels' table
     python benchmarks/quantizer.py --triton-interpret --sizes 4096 --repeats 1   # dry run on CPU
+
+Needs torch only (and Triton for the CUDA kernels); numba, for the CPU kernels, is needed when CPU is measured.
 """
 from __future__ import annotations
 
@@ -92,22 +97,25 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qtorch_fn, qtorch_reason):
+def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qtorch_fn, qtorch_reason, inner: int = 10):
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(numel, generator=g, device=device) * 3
     gen = torch.Generator(device=device).manual_seed(1)
+    if device.type == "cuda":  # back-to-back calls between CUDA events: the kernels, not a launch and a sync each
+        timed = lambda fn, reps=repeats, warm=warmup: event_ms(fn, device, reps, warm, inner)  # noqa: E731
+    else:
+        timed = lambda fn, reps=repeats, warm=warmup: median_ms(fn, device, reps, warm)  # noqa: E731
     t = {}
-    t["clone"] = median_ms(lambda: x.clone(), device, repeats, warmup)
-    t["rand_like"] = median_ms(lambda: torch.rand_like(x), device, repeats, warmup)
-    t["nearest"] = median_ms(lambda: fixed_point(x, WL, FL, "nearest"), device, repeats, warmup)
-    t["stochastic"] = median_ms(lambda: fixed_point(x, WL, FL, "stochastic", gen), device, repeats, warmup)
+    t["clone"] = timed(lambda: x.clone())
+    t["rand_like"] = timed(lambda: torch.rand_like(x))
+    t["nearest"] = timed(lambda: fixed_point(x, WL, FL, "nearest"))
+    t["stochastic"] = timed(lambda: fixed_point(x, WL, FL, "stochastic", gen))
     buf = x.clone()  # rounded over and over in place: the values change, the work does not
-    t["stochastic_in_place"] = median_ms(lambda: fixed_point(buf, WL, FL, "stochastic", gen, out=buf), device,
-                                         repeats, warmup)
-    t["dynamic"] = median_ms(lambda: dynamic_fixed_point(x, BITS, "stochastic", generator=gen), device, repeats, warmup)
+    t["stochastic_in_place"] = timed(lambda: fixed_point(buf, WL, FL, "stochastic", gen, out=buf))
+    t["dynamic"] = timed(lambda: dynamic_fixed_point(x, BITS, "stochastic", generator=gen))
     if device.type == "cpu":  # the whole-tensor ops that other devices use, for the kernel's speed-up
         with mock.patch.object(quant, "CPU_KERNEL", False):
-            t["stochastic_ops"] = median_ms(lambda: fixed_point(x, WL, FL, "stochastic", gen), device, repeats, warmup)
+            t["stochastic_ops"] = timed(lambda: fixed_point(x, WL, FL, "stochastic", gen))
     qt = {}
     for rounding in ("nearest", "stochastic"):
         if qtorch_fn is None:
@@ -115,7 +123,7 @@ def bench_device(device: torch.device, numel: int, repeats: int, warmup: int, qt
             continue
         try:
             f = lambda r=rounding: qtorch_fn(x, WL, FL, clamp=True, symmetric=False, rounding=r)  # noqa: E731
-            qt[rounding] = (median_ms(f, device, max(3, repeats // 2), 1), None)
+            qt[rounding] = (timed(f, max(3, repeats // 2), 1), None)
         except Exception as exc:  # noqa: BLE001
             qt[rounding] = (None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}")
     return t, qt
@@ -169,6 +177,22 @@ def gpu_kernel_rows(device: torch.device, sizes, repeats: int, warmup: int, inne
                         row.update(target="<= 1.3", ok=None if interpret else ms / clone <= 1.3)
                     rows.append(row)
     return rows
+
+
+def cpu_threading() -> str:
+    """numba's threading layer for the CPU kernels, or why there is none (a GPU machine without numba)."""
+    try:
+        return quant.cpu_kernel_threading()
+    except ImportError as exc:
+        return f"n/a ({exc})"
+
+
+def _triton_version():
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
 
 
 def rows_for(dev: str, t: dict, qt: dict) -> list[dict]:
@@ -242,6 +266,12 @@ def main(argv=None) -> int:
     if args.triton_interpret:
         rows = gpu_kernel_rows(torch.device("cpu"), args.sizes, args.repeats, args.warmup, 1, interpret=True)
         print(format_table(rows, "adapt.quant GPU kernels, dry run in Triton's interpreter on CPU (times mean nothing)"))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(dict(meta=dict(dry_run="Triton's interpreter on CPU", torch=torch.__version__,
+                                                            triton=_triton_version(), sizes=args.sizes), rows=rows),
+                                            indent=2) + "\n")
+            print(f"wrote {args.json}")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -259,7 +289,7 @@ def main(argv=None) -> int:
     rows = []
     for device in devices:
         t, qt = bench_device(device, args.numel, args.repeats, args.warmup, qtorch_fn,
-                             cpu_reason if device.type == "cpu" else cuda_reason)
+                             cpu_reason if device.type == "cpu" else cuda_reason, args.inner)
         if device.type == "cuda" and cuda_reason is not None:
             qt = {k: (None, cuda_reason) for k in qt}
         rows += rows_for(device.type, t, qt)
@@ -272,12 +302,14 @@ def main(argv=None) -> int:
         torch=torch.__version__, python=platform.python_version(), cpu_threads=torch.get_num_threads(),
         machine=platform.machine(), cuda_device=torch.cuda.get_device_name() if has_cuda else None,
         format=f"FixedPoint({WL}, {FL}); DynamicFixedPoint({BITS})",
-        cpu_kernel_threading=quant.cpu_kernel_threading(),
+        cpu_kernel_threading=cpu_threading(),
+        triton=_triton_version(), cuda_timing=f"CUDA events around {args.inner} back-to-back calls" if has_cuda else None,
     )
-    header = (f"adapt.quant benchmark: {args.numel:,} float32 elements, median of {args.repeats} calls "
-              f"after {args.warmup} warm-up; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+    header = (f"adapt.quant benchmark: {args.numel:,} float32 elements, median of {args.repeats} timings "
+              f"after {args.warmup} warm-up calls; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
               f"CPU kernels on numba's {meta['cpu_kernel_threading']!r} threading layer"
-              + (f", {meta['cuda_device']}" if has_cuda else ""))
+              + (f", {meta['cuda_device']}, Triton {meta['triton']}; CUDA times per call from {args.inner} "
+                 f"back-to-back calls between CUDA events" if has_cuda else ""))
     print(format_table(rows, header))
     if gpu_rows:
         print()

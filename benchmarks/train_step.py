@@ -42,16 +42,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapt import quant, train
-from adapt.experiments.configs import get_config
-from adapt.layers import QuantizedModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapt import quant, train  # noqa: E402
+from adapt.experiments.configs import get_config  # noqa: E402
+from adapt.layers import QuantizedModel  # noqa: E402
 
 MODES = ("float32", "fixed", "adapt", "muppet")
 OPTIONAL_MODES = ("fixed-ops", "qtorch")
@@ -235,9 +239,14 @@ def main(argv=None):
         parser.error(f"--modes must start with float32 and name modes from {MODES + OPTIONAL_MODES}, got {args.modes}")
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
+    try:
+        threading = f"CPU kernels on numba's {quant.cpu_kernel_threading()!r} threading layer"
+    except ImportError as exc:  # a GPU machine without numba: the CUDA path does not need it
+        threading = f"no CPU kernels ({exc})"
+    gpu = f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""
     print(f"train-step benchmark: {args.batch} x {args.accumulation} images per step, {args.rounds} interleaved "
-          f"rounds; torch {torch.__version__}, CPU kernels on numba's {quant.cpu_kernel_threading()!r} threading "
-          f"layer, {torch.get_num_threads()} CPU threads; synthetic data; {malloc}")
+          f"rounds; torch {torch.__version__}{gpu}, {threading}, {torch.get_num_threads()} CPU threads; "
+          f"synthetic data; {malloc}")
     print(f"{'device':6s}  {'model':14s}  {'mode':10s}  {'ms/image':>9s}  {'x float32':>9s}  {'faults/step':>11s}  "
           f"{'sys s/step':>10s}  target")
     for dev_name in devices:

@@ -21,10 +21,11 @@ Interpreted kernels are slow per program, so the tests use ``BLOCK = 16384`` exc
 """
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ triton = pytest.importorskip("triton", reason="Triton is not installed (it ships
 
 from adapt import quant  # noqa: E402
 from test_quant import INF, NAN, assert_same, np_fixed_nearest, np_muppet_scale  # noqa: E402
+from triton_interpreted import load_interpreted  # noqa: E402
 
 # The interpreter evaluates the kernels with NumPy, which warns where the kernels compute inf - inf or
 # inf * 0 on purpose (then replaced or saturated).
@@ -46,28 +48,21 @@ TEST_BLOCK = 16384
 @pytest.fixture(scope="module")
 def K():
     """adapt/_triton_kernels.py loaded as a separate module with its kernels in Triton's interpreter."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        spec = importlib.util.spec_from_file_location("adapt._triton_kernels_interpreted",
-                                                      ROOT / "adapt" / "_triton_kernels.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        if old is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = old
-    assert type(module._round_kernel).__name__ == "InterpretedFunction"
+    module = load_interpreted()
     module.BLOCK = TEST_BLOCK
     return module
 
 
+_CHECKS_OF_K: dict = {}  # the interpreted kernels' first-use self-checks, run once for this module
+
+
 @pytest.fixture
 def via_kernels(K, monkeypatch):
-    """Route adapt.quant's CPU tensors through the interpreted Triton kernels (as it routes CUDA tensors)."""
+    """Route adapt.quant's CPU tensors through the interpreted Triton kernels (as it routes CUDA tensors),
+    first-use self-checks included (their results kept for this module's tests)."""
     monkeypatch.setattr(quant, "_GPU_KERNELS", K)
     monkeypatch.setattr(quant, "_on_gpu_kernel", lambda x: True)
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", _CHECKS_OF_K)
     return K
 
 
@@ -302,6 +297,7 @@ def test_dynamic_nearest_bit_exact_against_whole_tensor_path(K, monkeypatch, cla
     expected = [quant.dynamic_fixed_point(v, b, "nearest", per_sample=p, clamp=clamp) for v, b, p in cases]
     monkeypatch.setattr(quant, "_GPU_KERNELS", K)
     monkeypatch.setattr(quant, "_on_gpu_kernel", lambda t: True)
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", _CHECKS_OF_K)
     for (v, b, p), e in zip(cases, expected):
         assert_same(quant.dynamic_fixed_point(v, b, "nearest", per_sample=p, clamp=clamp), e)
     assert_same(expected[-4], torch.zeros(3, 7, 5))  # an all-zero tensor comes back unchanged
@@ -444,26 +440,318 @@ def test_dynamic_fixed_point_many_is_two_launches_with_exact_scales(via_kernels,
         assert_same(y, quant.dynamic_fixed_point(x, 8, "nearest", clamp=clamp))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
-def test_compiled_many_tensor_kernels_equal_the_interpreted_ones(K):
-    """On a GPU: the compiled segments kernels give bit for bit what the interpreted copy gives on CPU
-    (the compiled module has its own block size; results do not depend on it)."""
-    G = quant._gpu_kernels()
-    g = torch.Generator().manual_seed(12)
-    xs = [torch.randn(n, generator=g) * 3 for n in (5, 5000, 77)]
-    xs[1][:3] = torch.tensor([INF, -INF, NAN])
-    gpu_xs = [x.cuda() for x in xs]
-    scales = torch.tensor([4.0, 16.0, 0.5])
-    for rounding in ("nearest", "stochastic"):
-        pairs = [(K.fixed_point_segments(xs, [(8, 4), (16, 10), (4, 2)], rounding, seed=SEED),
-                  G.fixed_point_segments(gpu_xs, [(8, 4), (16, 10), (4, 2)], rounding, seed=SEED)),
-                 (K.round_scaled_segments(xs, scales, rounding, seed=SEED, clamp_bits=8),
-                  G.round_scaled_segments(gpu_xs, scales.cuda(), rounding, seed=SEED, clamp_bits=8))]
-        for expected, got in pairs:
-            for e, a in zip(expected, got, strict=True):
-                assert_same(a.cpu(), e)
-    for e, a in zip(K.segment_extremes(xs), G.segment_extremes(gpu_xs)):
-        assert_same(a.cpu(), e)
+# --------------------------------------------------------------------------------------------------
+# launches: under the tensors' device, one per call, device tables uploaded once
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def launches(K, monkeypatch):
+    """``[(kernel name, device, guard)]`` of every launch of the interpreted module, in order: each one runs
+    inside ``_guard(device)`` (recorded), the context that makes a CUDA tensor's device current."""
+    seen, guards = [], []
+    real_guard = K._guard
+
+    def guard(device):
+        guards.append(device)
+        return real_guard(device)
+
+    def kernel_name(kernel):
+        return getattr(getattr(kernel, "fn", kernel), "__name__", repr(kernel))
+
+    real_run = K._run
+
+    def run(kernel, grid, device, *args, **kwargs):
+        n = len(guards)
+        real_run(kernel, grid, device, *args, **kwargs)
+        seen.append((kernel_name(kernel), device, guards[n:]))
+
+    monkeypatch.setattr(K, "_guard", guard)
+    monkeypatch.setattr(K, "_run", run)
+    return seen
+
+
+def test_guard_makes_the_tensors_cuda_device_current():
+    """Triton launches on the current CUDA device: the guard of a cuda:1 tensor is torch.cuda.device(1) (built
+    here without a GPU); CPU tensors (the interpreter) need none."""
+    from adapt import _triton_kernels as G
+
+    g = G._guard(torch.device("cuda", 1))
+    assert isinstance(g, torch.cuda.device) and g.idx == 1
+    assert isinstance(G._guard(torch.device("cpu")), contextlib.nullcontext)
+
+
+def test_every_entry_point_is_one_launch_under_the_tensors_device(K, launches):
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(n, generator=g) for n in (3, 300, 40)]
+    cpu = torch.device("cpu")
+    K.fixed_point(xs[1], 8, 4, "stochastic", seed=1, block=64)
+    K.round_scaled(xs[1], torch.tensor([4.0]), "nearest", block=64)
+    K.fixed_point_segments(xs, [(8, 4)] * 3, "nearest", block=64)
+    K.segment_extremes(xs, block=64)
+    K.round_scaled_segments(xs, torch.tensor([1.0, 2.0, 4.0]), "stochastic", seed=2, block=64)
+    K.divide_segments(xs, torch.tensor([1.0, 2.0, 3.0]), block=64)
+    assert [name for name, _, _ in launches] == ["_round_kernel", "_round_kernel", "_segments_kernel",
+                                                   "_segments_extremes_kernel", "_segments_kernel",
+                                                   "_segments_divide_kernel"]
+    assert all(device == cpu and guards == [cpu] for _, device, guards in launches)
+    launches.clear()
+    K.fixed_point_segments([torch.empty(0)], [(8, 4)], "nearest")  # nothing to do: no launch
+    assert launches == []
+
+
+def test_quant_grouped_calls_are_one_and_two_launches(via_kernels, launches, monkeypatch):
+    """fixed_point_many: one launch for all tensors; dynamic_fixed_point_many: the extremes, then the rounding;
+    divide_many_: one launch (self-checks done beforehand, so that only the calls' own launches count)."""
+    K = via_kernels
+    monkeypatch.setattr(K, "BLOCK", 256)  # quick interpreted reductions; results do not depend on it
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", {})
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(n, generator=g) for n in (7, 3000, 1)]
+    formats = [quant.FixedPoint(8, 4)] * 3
+    for kind, rounding, variant in [("segments", "stochastic", ()), ("dynamic_segments", "nearest", (False,)),
+                                    ("divide", "nearest", ())]:
+        assert quant._kernel_ok(kind, xs[0], rounding, variant)
+    launches.clear()
+    quant.fixed_point_many(xs, formats, "stochastic", torch.Generator().manual_seed(2), outs=xs)
+    assert [n for n, _, _ in launches] == ["_segments_kernel"]
+    launches.clear()
+    quant.dynamic_fixed_point_many(xs, 8, "nearest", outs=xs)
+    assert [n for n, _, _ in launches] == ["_segments_extremes_kernel", "_segments_kernel"]
+    launches.clear()
+    ys = [x.clone() for x in xs]
+    quant.divide_many_(ys, torch.tensor([2.0, 3.0, 0.5]))
+    assert [n for n, _, _ in launches] == ["_segments_divide_kernel"]
+    for x, y, d in zip(xs, ys, (2.0, 3.0, 0.5)):
+        assert_same(y, x / d)
+
+
+def test_adapt_gradient_normalisation_is_one_launch_with_torch_div_bits(via_kernels, launches, monkeypatch):
+    """AdaPT's g / ||g|| (MSGD_FP.step) through the kernels' device: one division launch for every gradient,
+    the same bits as torch.div by the norm, a zero gradient left as it is."""
+    from test_adapt_policy import make, set_grads
+
+    monkeypatch.setattr(via_kernels, "BLOCK", 256)
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", {})
+    model, qmodel, policy, _ = make()
+    assert quant._kernel_ok("divide", torch.zeros(1), "nearest")
+    g = torch.Generator().manual_seed(0)
+    set_grads(model, lambda p: torch.randn(p.shape, generator=g) * 3)
+    model.bn.bias.grad.zero_()
+    expected = {}
+    for n, p in model.named_parameters():
+        norm = torch.linalg.vector_norm(p.grad)
+        expected[n] = p.grad / norm if norm > 0 else p.grad.clone()
+    launches.clear()
+    policy.before_step(0, 1.0)
+    assert [name for name, _, _ in launches] == ["_segments_divide_kernel"]
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, expected[n]), n
+
+
+@pytest.fixture
+def uploads(K, monkeypatch):
+    """The host-to-device copies of the interpreted module (numel of each), with an empty table cache."""
+    K.clear_table_cache()
+    seen = []
+    real = K._upload
+
+    def upload(host, device):
+        seen.append(host.numel())
+        return real(host, device)
+
+    monkeypatch.setattr(K, "_upload", upload)
+    yield seen
+    K.clear_table_cache()
+
+
+def test_device_tables_are_uploaded_once_then_cached(K, uploads, monkeypatch):
+    """The table of addresses and formats and the block table travel in one copy, the first time; a call over
+    the same tensors and formats copies nothing (the tables hold no values), new formats copy once more, and
+    the cache keeps TABLE_CACHE_SIZE entries, least recently used dropped."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(n, generator=g) for n in (300, 5, 64)]
+    ys = [torch.empty_like(x) for x in xs]
+    formats = [(8, 4), (4, 2), (16, 10)]
+    K.fixed_point_segments(xs, formats, "nearest", outs=ys, block=64)
+    assert uploads == [6 * 3 + (5 + 1 + 1)]  # 3 table rows, then 7 (segment, block) int32 pairs as int64 words
+    for x in xs:
+        x.mul_(3)  # new values, same tensors: the cached tables serve
+    K.fixed_point_segments(xs, formats, "nearest", outs=ys, block=64)
+    assert len(uploads) == 1
+    for x, y, (wl, fl) in zip(xs, ys, formats):
+        assert_same(y, torch.from_numpy(np_fixed_nearest(x.numpy(), wl, fl)))
+    K.fixed_point_segments(xs, [(8, 4)] * 3, "nearest", outs=ys, block=64)  # other formats: a new table
+    K.fixed_point_segments(xs, formats, "nearest", outs=ys, block=64)  # the first is still cached
+    assert len(uploads) == 2
+    # MuPPET in place: the extremes and the rounding read the same rows, so one table serves both launches
+    hi, lo = K.segment_extremes(xs, block=64)
+    K.round_scaled_segments(xs, torch.exp2(-hi.abs().log2().ceil()), "nearest", outs=xs, block=64)
+    assert len(uploads) == 3
+    monkeypatch.setattr(K, "TABLE_CACHE_SIZE", 2)
+    K.fixed_point_segments(xs, [(6, 3)] * 3, "nearest", outs=ys, block=64)  # drops the least recently used
+    assert len(K._TABLES) == 2 and len(uploads) == 4
+    K.fixed_point_segments(xs, formats, "nearest", outs=ys, block=64)  # was dropped: copied again
+    assert len(uploads) == 5
+
+
+def test_full_blocks_and_unaligned_tensors_give_the_same_results(K):
+    """Blocks wholly inside a tensor take the unmasked (vectorisable) path, the last one the masked path; tensors
+    at addresses that are not multiples of 16 bytes take the scalar path (ALIGNED false).  All agree with the
+    references, element for element, at sizes around multiples of the block."""
+    block = 64
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(4 * block + 3, generator=g) * 5
+    base[::17] = torch.tensor([INF, -INF, NAN, -0.0])[torch.arange(len(base[::17])) % 4]
+    sizes = [3 * block, 3 * block + 1, block - 1, 1, block]
+    for offset in (0, 1):  # offset 1: 4 bytes past a 16-byte boundary
+        xs = [base[offset:offset + n] for n in sizes]
+        assert all((x.data_ptr() % 16 == 0) == (offset == 0) for x in xs)
+        for rounding in ("nearest", "stochastic"):
+            got = K.fixed_point_segments(xs, [(8, 4)] * len(xs), rounding, seed=SEED, block=block)
+            for s, (x, y) in enumerate(zip(xs, got)):
+                expected = (np_fixed_nearest(x.numpy(), 8, 4) if rounding == "nearest"
+                            else np_stochastic(x.numpy(), 16.0, -128, 127, SEED, stream=s))
+                assert_same(y, torch.from_numpy(expected))
+                assert_same(K.fixed_point(x, 8, 4, rounding, seed=SEED, stream=s, block=block), y)
+        hi, lo = K.segment_extremes(xs, block=block)
+        for k, x in enumerate(xs):
+            mn, mx = torch.aminmax(x)
+            assert_same(hi[k:k + 1], mx.reshape(1)) and assert_same(lo[k:k + 1], mn.reshape(1))
+        d = torch.tensor([3.0, -0.0, 1e-38, INF, NAN])
+        outs = [torch.empty_like(x) for x in xs]
+        K.divide_segments(xs, d, outs=outs, block=block)
+        for k, (x, y) in enumerate(zip(xs, outs)):
+            assert torch.equal(y.view(torch.int32)[~y.isnan()], (x / d[k]).view(torch.int32)[~y.isnan()])
+            assert torch.equal(y.isnan(), (x / d[k]).isnan())
+
+
+def _pre_34_signbit(self, x):
+    """Triton before 3.4 (triton-lang/triton#6431): a float atomic_max/min took its negative path for x < 0 only."""
+    return self.less_than(x, 0.0)
+
+
+@pytest.mark.parametrize("old_triton", [False, True])
+def test_segment_extremes_of_negative_zero_blocks(K, monkeypatch, old_triton):
+    """A block whose maximum is -0.0 beside negative blocks, and a block of -0.0 beside a negative one: Triton's
+    lowering before 3.4 (emulated in the interpreter by its frontend's sign test) lost the first maximum (-1.5
+    instead of 0, a NaN scale downstream) and overwrote the second minimum with -0.0.  The kernel hands the
+    atomics +0.0 instead, so both lowerings give torch.aminmax's values."""
+    if old_triton:
+        semantic = pytest.importorskip("triton.language.semantic")
+        if not hasattr(semantic.TritonSemantic, "_signbit"):
+            pytest.skip("this Triton's frontend has no _signbit to emulate the old lowering with")
+        monkeypatch.setattr(semantic.TritonSemantic, "_signbit", _pre_34_signbit)
+    b = 64
+    xs = [torch.cat([torch.full((b,), -0.0), torch.full((b + 5,), -1.5)]),
+          torch.cat([torch.full((b,), -3.0), torch.full((b,), -0.0), torch.full((7,), 2.0)]),
+          torch.full((2 * b,), -0.0)]
+    hi, lo = K.segment_extremes(xs, block=b)
+    assert hi.tolist() == [0.0, 2.0, 0.0] and lo.tolist() == [-1.5, -3.0, 0.0]
+    for k, x in enumerate(xs):
+        mn, mx = torch.aminmax(x)
+        assert hi[k] == mx and lo[k] == mn  # -0.0 == 0.0
+
+
+def test_the_kernels_move_data_in_16_byte_vectors():
+    """Compiled for sm_90 (no GPU needed; Triton ships ptxas): every kernel the loop launches loads and stores
+    its tensors with ld/st.global.v4.b32 in full blocks, the many-tensor ones too (ALIGNED tables)."""
+    import importlib.util as iu
+
+    if iu.find_spec("triton.backends.compiler") is None:
+        pytest.skip("this Triton cannot compile for a CUDA target without a GPU")
+    spec = iu.spec_from_file_location("triton_compile_tool", ROOT / "tools" / "triton_compile.py")
+    tool = iu.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, (kernel, args) in tool.specs().items():
+        loads, stores = tool.accesses(tool.compile_ptx(kernel, args, 90))
+        assert "ld.global.v4.b32" in loads, (name, loads)
+        if name != "segment_extremes":
+            assert "st.global.v4.b32" in stores, (name, stores)
+
+
+# --------------------------------------------------------------------------------------------------
+# first-use self-check
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def fresh_checks(K, monkeypatch):
+    """adapt.quant routed to the interpreted kernels with no self-check done yet (blocks of 64: quick probes)."""
+    monkeypatch.setattr(K, "BLOCK", 64)
+    monkeypatch.setattr(quant, "_GPU_KERNELS", K)
+    monkeypatch.setattr(quant, "_on_gpu_kernel", lambda x: True)
+    checks = {}
+    monkeypatch.setattr(quant, "_KERNEL_CHECKS", checks)
+    return checks
+
+
+KINDS = [("fixed_point", ()), ("round_scaled", (False, False)), ("round_scaled", (True, True)), ("segments", ()),
+         ("dynamic_segments", (False,)), ("dynamic_segments", (True,)), ("divide", ())]
+
+
+def test_self_checks_pass_on_correct_kernels(fresh_checks, recwarn):
+    x = torch.zeros(3)
+    for kind, variant in KINDS:
+        for rounding in ("nearest", "stochastic"):
+            if kind == "divide" and rounding == "stochastic":
+                continue
+            assert quant._kernel_ok(kind, x, rounding, variant), (kind, rounding, variant)
+    assert all(fresh_checks.values()) and len(fresh_checks) == 2 * len(KINDS) - 1
+    assert not [w for w in recwarn if "first-use" in str(w.message)]
+
+
+class _Broken:
+    """The interpreted kernel module with one function replaced."""
+
+    def __init__(self, K, **replace):
+        self._K, self._replace = K, replace
+
+    def __getattr__(self, name):
+        return self._replace.get(name, getattr(self._K, name))
+
+
+def test_a_wrong_kernel_warns_once_with_both_values_and_falls_back(fresh_checks, monkeypatch):
+    K = quant._GPU_KERNELS
+
+    def off_by_one_step(x, wl, fl, rounding="stochastic", seed=None, out=None, **kw):
+        y = K.fixed_point(x, wl, fl, rounding, seed, **kw)
+        y.view(-1)[-1] += 2.0**-fl  # the last element of the last (partial) block
+        return y if out is None else out.copy_(y)
+
+    monkeypatch.setattr(quant, "_GPU_KERNELS", _Broken(K, fixed_point=off_by_one_step))
+    x = torch.linspace(-3, 3, 101)
+    with pytest.warns(RuntimeWarning, match=r"'fixed_point' \(torch.float32, nearest\) on cpu failed its first-use "
+                                            r"check.*element 164: input .* gives .*, the whole-tensor reference"):
+        warnings.filterwarnings("ignore", module="triton.runtime.interpreter")  # its NumPy warnings
+        y = quant.fixed_point(x, 8, 4, "nearest")
+    assert_same(y, torch.from_numpy(np_fixed_nearest(x.numpy(), 8, 4)))  # the whole-tensor ops' result
+    assert fresh_checks[("fixed_point", x.device, x.dtype, "nearest", ())] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(quant.fixed_point(x, 8, 4, "nearest"), y)  # no second warning, still the ops
+
+
+def test_a_kernel_that_raises_or_loses_extremes_falls_back(fresh_checks, monkeypatch):
+    K = quant._GPU_KERNELS
+
+    def cannot_compile(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed")
+
+    def old_extremes(xs, **kw):  # what Triton before 3.4 gave for a block whose maximum is -0.0
+        hi, lo = K.segment_extremes(xs, **kw)
+        return torch.where(hi == 0, torch.full_like(hi, -1.5), hi), lo
+
+    monkeypatch.setattr(quant, "_GPU_KERNELS", _Broken(K, fixed_point_segments=cannot_compile,
+                                                        segment_extremes=old_extremes))
+    g = torch.Generator().manual_seed(6)
+    xs = [torch.randn(n, generator=g) for n in (100, 7)]
+    with pytest.warns(RuntimeWarning, match="'segments'.*raised RuntimeError: PassManager::run failed"):
+        warnings.filterwarnings("ignore", module="triton.runtime.interpreter")
+        got = quant.fixed_point_many(xs, [quant.FixedPoint(8, 4)] * 2, "nearest")
+    for x, y in zip(xs, got):  # the loop over fixed_point, whose own kernel passed its check
+        assert_same(y, torch.from_numpy(np_fixed_nearest(x.numpy(), 8, 4)))
+    with pytest.warns(RuntimeWarning, match=r"'dynamic_segments'.*gives -1\.5, the whole-tensor reference 0\.0"):
+        warnings.filterwarnings("ignore", module="triton.runtime.interpreter")
+        got = quant.dynamic_fixed_point_many(xs, 8, "nearest")
+    for x, y in zip(xs, got):
+        assert_same(y, quant._dynamic_fixed_point(x, 8, "nearest", False, None, False, False))
 
 
 # --------------------------------------------------------------------------------------------------
