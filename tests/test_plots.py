@@ -308,7 +308,8 @@ def test_heatmaps_figure_skips_missing_keys():
                                                     ("word_length", "fractional_length", "lookback", "resolution",
                                                      "sparsity")]
     assert len(fig.axes) == 10  # five panels + five colour bars
-    assert fig.get_suptitle() == "AdaPT tiny digits"
+    assert fig.get_suptitle() == ("Per-layer trace over training (rows: weight tensors, columns: logged steps)\n"
+                                  "AdaPT (reference heuristic), tiny, digits, seed 0")
     fig = plots.heatmaps_figure(tiny_record(with_extras=False))
     assert len(fig.axes) == 6  # three panels (no lookback / resolution in a fixed-policy trace), three colour bars
     with pytest.raises(ValueError):
@@ -322,7 +323,19 @@ def test_heatmaps_figure_skips_missing_keys():
 def test_heatmap_labels_real_model():
     fig = plots.heatmap(alexnet_record())
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["C1", "C2", "C3", "C4", "C5", "L1"]
-    assert fig.axes[0].get_title().startswith("AdaPT AlexNet digits")
+    assert fig.axes[0].get_title() == "word length (bits) per layer: AdaPT (reference heuristic), AlexNet, digits, seed 0"
+
+
+def test_run_titles_name_the_variant_so_two_variants_never_share_a_title():
+    """Issue 24: the two mnist5k heatmaps were both titled "AdaPT lenet5 mnist5k"."""
+    ref, cor = alexnet_record(), alexnet_record()
+    cor["config"]["variant"] = "corrected"
+    titles = {plots.heatmaps_figure(r).get_suptitle() for r in (ref, cor)}
+    assert len(titles) == 2 and any("corrected heuristic" in t for t in titles)
+    assert plots.run_title(float32_record(seed=3)) == "float32, tiny, digits, seed 3"
+    assert plots.run_title(ref, method=False, seed=False) == "AlexNet, digits"
+    lenet = {"config": {"method": "adapt", "variant": "corrected", "model": "lenet5", "dataset": "mnist5k", "seed": 0}}
+    assert plots.run_title(lenet) == "AdaPT (corrected heuristic), LeNet-5, mnist5k, seed 0"
 
 
 # --------------------------------------------------------------------------- sparsity / memory / cost
@@ -341,8 +354,12 @@ def test_sparsity_memory_cost_figure_values():
     rec = alexnet_record()
     fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1))
     assert len(fig.axes) == 3
-    assert [ax.get_title() for ax in fig.axes] == ["Average sparsity", "Memory requirements",
-                                                   "Computational costs (reference)"]
+    assert [ax.get_title() for ax in fig.axes] == ["Mean weight sparsity", "Weight memory: FP32 master + quantized copy",
+                                                   "Training cost / float32 (released cost model)"]
+    assert fig.axes[1].get_ylabel() == "1 + (1 − sp) · WL / 32"
+    assert any("more memory than float32" in t.get_text() for t in fig.axes[1].texts)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["float32 training (one FP32 copy)"]
+    assert fig.get_suptitle().startswith("Sparsity, memory and training cost")
     sp_ax, mem_ax, cost_ax = fig.axes
     smoothed = [line for line in mem_ax.get_lines() if line.get_label() == "AdaPT"][0]
     _, sp, mem = plots.memory_requirement(rec)
@@ -367,13 +384,43 @@ def test_sparsity_memory_cost_figure_smoothing_and_missing_cost():
     lines = [line for line in mem_ax.get_lines() if line.get_label() == "AdaPT"]
     _, _, mem = plots.memory_requirement(rec)
     assert np.allclose(lines[0].get_ydata(), plots.smooth(mem, 3))
-    assert [line.get_label() for line in cost_ax.get_lines()] == ["float32"]  # only the reference line
+    assert [line.get_label() for line in cost_ax.get_lines()] == ["float32 training"]  # only the reference line
     assert any("unavailable" in t.get_text() for t in cost_ax.texts)
     # precomputed costs are used as given
     frame = pd.DataFrame({"epoch": EPOCHS, "cost_q": [1, 2, 3, 4, 5], "cost_fp32": [10] * 5})
     fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1), costs=[frame])
     cost = [line for line in fig.axes[2].get_lines() if line.get_label() == "AdaPT"][0]
     assert np.allclose(cost.get_ydata(), [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_corrected_memory_is_the_cost_models_training_state_and_its_mean_the_tables_footprint():
+    """memory="corrected" draws trace_costs' memory column; its step-weighted mean is run_figures' footprint."""
+    from adapt.costmodel import run_figures, trace_costs
+
+    rec = alexnet_record()
+    rec["config"].update(momentum=0.9, batch_size=8)
+    fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1), variant="corrected", memory="corrected")
+    sp_ax, mem_ax, cost_ax = fig.axes
+    assert mem_ax.get_title() == "Training memory (corrected cost model)"
+    assert cost_ax.get_title() == "Training cost / float32 (corrected cost model)"
+    costs = trace_costs(rec, "corrected")
+    line = [ln for ln in mem_ax.get_lines() if ln.get_label() == "AdaPT"][0]
+    assert np.allclose(line.get_ydata(), costs["memory"])
+    # by hand, first point: every tensor at WL < 32 holds a 32-bit master, WL-bit weights and gradients and a
+    # 32-bit momentum buffer; float32 training holds 32-bit weights, gradients and momentum
+    t = rec["traces"]["tensors"]
+    numel, wl = np.array(t["numel"], float), np.array(t["word_length"][0], float)
+    assert line.get_ydata()[0] == pytest.approx(((32 + 2 * wl + 32) * numel).sum() / (96 * numel.sum()))
+    w = costs["weight"].to_numpy()
+    assert run_figures(rec, "corrected")["memory_footprint"] == pytest.approx((w * costs["memory"]).sum() / w.sum())
+    epochs, mem = plots.memory_curve(rec, "official")
+    assert np.allclose(mem, plots.memory_requirement(rec)[2]) and np.allclose(epochs, EPOCHS)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        plots.sparsity_memory_cost_figure(rec, memory="weights")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        plots.sparsity_memory_cost_figure(rec, variant="released")
+    with pytest.raises(ValueError, match="definition must be one of"):
+        plots.memory_curve(rec, "peak")
 
 
 def test_sparsity_memory_cost_figure_no_traces():
@@ -428,6 +475,8 @@ def test_muppet_trace_figure(short_names, in_traces):
     # switches after epochs 2 and 4: dashed lines at x = 3 and 5 in both panels
     vlines = [line for line in top.get_lines() if line.get_linestyle() == "--"]
     assert sorted(line.get_xdata()[0] for line in vlines) == [3, 5]
+    assert fig.get_suptitle().startswith("MuPPET's precision switches\nMuPPET")
+    assert "T(e)" in bottom.get_title() and "bit width" in top.get_title()
 
 
 def test_muppet_trace_figure_static_schedule():
