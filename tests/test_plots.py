@@ -257,6 +257,41 @@ def test_information_loss_figure():
         plots.information_loss_figure(fls, {"reference": [1, 2]})
 
 
+def test_information_loss_scan_is_the_two_policies_tests_and_its_caption_reads_its_numbers():
+    from adapt import heuristic
+
+    w = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.1
+    scan = plots.information_loss_scan(w, word_length=12, fractional_lengths=range(4, 10), resolution=20,
+                                       repeats=3, seed=5, coarse_resolution=6)
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    for k, fl in enumerate(range(4, 10)):  # each number is the heuristic's own call with the stated seed
+        assert scan.released[k] == heuristic.information_loss(w[0], 12, fl, 20, "reference", gen(5))
+        assert scan.released_coarse[k] == heuristic.information_loss(w[0], 12, fl, 6, "reference", gen(5))
+        assert [scan.corrected[k, r] for r in range(3)] == [
+            heuristic.information_loss(w, 12, fl, 20, "corrected", gen(5 + r)) for r in range(3)]
+    assert scan.threshold == heuristic.loss_free_threshold(w.numel(), 20, heuristic.KL_ALPHA)
+    assert (scan.n_first, scan.n_all, scan.repeats) == (36, 216, 3)
+    table = scan.table
+    assert list(table.index) == list(range(4, 10))
+    assert np.allclose(table["G = 2n·D_KL, median"], 2 * 216 * np.median(scan.corrected, axis=1))
+    assert list(table["draws lossy (G-test)"]) == [f"{int((row > scan.threshold).sum())}/3" for row in scan.corrected]
+    assert scan.formatted_table()["released, res = 20"].str.match(r"^[+-]\d\.\d{3}e[+-]\d\d$").all()
+    fig = scan.figure
+    left, right = fig.axes
+    assert np.allclose(left.get_lines()[0].get_ydata(), scan.released)
+    assert left.get_yscale() == "symlog" and right.get_yscale() == "log"
+    assert "WL = 12" in fig.get_suptitle() and "20 histogram bins" in fig.get_suptitle()
+    dashed = [ln for ln in right.get_lines() if ln.get_label().startswith("G-test threshold")]
+    assert dashed and dashed[0].get_ydata()[0] == pytest.approx(scan.threshold)
+    caption = scan.caption()
+    assert f"n = {w.numel()} values" in caption and f"{scan.threshold:.2e}" in caption
+    assert f"{scan.released.max():+.3g}" in caption
+    with pytest.raises(ValueError, match="repeats"):
+        plots.information_loss_scan(w, repeats=0)
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        plots.information_loss_scan(np.zeros(4))
+
+
 # --------------------------------------------------------------------------- heatmaps
 def test_heatmap_values_labels_and_shape():
     rec = tiny_record()

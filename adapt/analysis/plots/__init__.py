@@ -15,7 +15,8 @@ What is drawn (docs/method.md §3), by submodule:
 :mod:`adapt.analysis.plots.formats` (notebook 01)
     number formats, nearest vs stochastic rounding, quantization error against WL/FL.
 :mod:`adapt.analysis.plots.heuristic` (notebook 02)
-    PushDown's information loss against FL.
+    PushDown's information loss against FL (:func:`information_loss_scan`: both variants' tests
+    over a range of FL, with the figure, the table and a generated caption).
 :mod:`adapt.analysis.plots.traces` (notebook 21, per run)
     heatmaps of a run's tensor trace, sparsity/memory/cost curves (each "memory" named by its
     definition, each cost by its cost model), word-length bars.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 from adapt.analysis.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
 from adapt.analysis.plots.formats import (number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure)
-from adapt.analysis.plots.heuristic import information_loss_figure
+from adapt.analysis.plots.heuristic import InformationLossScan, information_loss_figure, information_loss_scan
 from adapt.analysis.plots.muppet_trace import muppet_epochs, muppet_trace_figure
 from adapt.analysis.plots.results import curves_figure, results_bar_figure, train_loss_note
 from adapt.analysis.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method, run_title, save_figure)
@@ -65,6 +66,8 @@ __all__ = [
     "quantization_error_table",
     "quantization_error_figure",
     "information_loss_figure",
+    "information_loss_scan",
+    "InformationLossScan",
     "heatmap",
     "heatmaps_figure",
     "memory_requirement",
