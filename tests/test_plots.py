@@ -292,6 +292,18 @@ def test_information_loss_scan_is_the_two_policies_tests_and_its_caption_reads_i
         plots.information_loss_scan(np.zeros(4))
 
 
+def test_lookback_figure_draws_the_given_series_and_marks_the_switches():
+    fig = plots.lookback_figure([0, 1, 2, 3], [5, 6, 4, 5], [1, 2, 0, 1], switches=[2], min_lookback=3, tensor="T")
+    ax = fig.axes[0]
+    by_label = {line.get_label(): line for line in ax.get_lines()}
+    assert np.allclose(by_label["lookback LB of T"].get_ydata(), [5, 6, 4, 5])
+    assert np.allclose(by_label["buffered gradients r (after the step)"].get_ydata(), [1, 2, 0, 1])
+    assert by_label["switch"].get_xdata()[0] == 2 and by_label["MIN_LB"].get_ydata()[0] == 3
+    assert ax.get_title() == "Lookback and gradient buffer of T, step by step"
+    with pytest.raises(ValueError, match="differ in length"):
+        plots.lookback_figure([0, 1], [5], [1, 2])
+
+
 # --------------------------------------------------------------------------- heatmaps
 def test_heatmap_values_labels_and_shape():
     rec = tiny_record()

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from adapt.analysis.plots.formats import _float32_bits, _twos  # noqa: F401 -- private, reached by tests/test_plots.py
 from adapt.analysis.plots.formats import (number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure)
-from adapt.analysis.plots.heuristic import InformationLossScan, information_loss_figure, information_loss_scan
+from adapt.analysis.plots.heuristic import InformationLossScan, information_loss_figure, information_loss_scan, lookback_figure
 from adapt.analysis.plots.muppet_trace import muppet_epochs, muppet_trace_figure
 from adapt.analysis.plots.results import curves_figure, results_bar_figure, train_loss_note
 from adapt.analysis.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method, run_title, save_figure)
@@ -68,6 +68,7 @@ __all__ = [
     "information_loss_figure",
     "information_loss_scan",
     "InformationLossScan",
+    "lookback_figure",
     "heatmap",
     "heatmaps_figure",
     "memory_requirement",

@@ -6,7 +6,9 @@
   variant runs it (the released expression on ``w[0]``, the corrected ``D_KL`` on the whole
   tensor over several stochastic-rounding draws, against the G-test threshold) and returns an
   :class:`InformationLossScan` with the figure, the table of signed values and a caption
-  generated from its numbers (notebook 02, section on the information-loss test).
+  generated from its numbers (notebook 02, section on the information-loss test);
+* :func:`lookback_figure` -- one tensor's lookback and gradient buffer, step by step, with its
+  switches (notebook 02, the lookback section).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pandas as pd
 
 from adapt.analysis.plots.style import METHOD_COLORS, _float, _new_figure, _sequential, _styled
 
-__all__ = ["information_loss_figure", "information_loss_scan", "InformationLossScan"]
+__all__ = ["information_loss_figure", "information_loss_scan", "InformationLossScan", "lookback_figure"]
 
 
 def information_loss_figure(fractional_lengths, losses: Mapping[str, Sequence[float]], threshold: float = 0.0,
@@ -249,3 +251,36 @@ def information_loss_scan(w, word_length: int = 16, fractional_lengths: Iterable
     threshold = heuristic.loss_free_threshold(w.numel(), resolution, alpha)
     return InformationLossScan(int(word_length), fls, int(resolution), int(coarse_resolution), float(alpha),
                                int(first.numel()), int(w.numel()), released, coarse, corrected, float(threshold))
+
+
+# ======================================================================= the lookback of an observed run (notebook 02)
+def lookback_figure(steps, lookback, count, switches=(), min_lookback: Optional[int] = None,
+                    tensor: str = "the tensor", title: Optional[str] = None):
+    """One tensor's lookback ``LB`` and buffer size ``r`` (gradients buffered after each step) against the
+    optimizer step, a dashed line at each switch (``r >= LB``, docs/method.md §1.4.11) and ``MIN_LB`` dotted.
+
+    ``steps``, ``lookback`` and ``count`` are equal-length sequences (an observed run's per-step log);
+    ``switches`` the steps at which the tensor switched.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    x = np.asarray(list(steps), dtype=float)
+    lb = np.asarray(list(lookback), dtype=float)
+    r = np.asarray(list(count), dtype=float)
+    if not (len(x) == len(lb) == len(r)):
+        raise ValueError(f"steps, lookback and count differ in length: {len(x)}, {len(lb)}, {len(r)}")
+    with _styled():
+        fig, axes = _new_figure(figsize=(8, 3.2))
+        ax = axes[0, 0]
+        ax.plot(x, lb, "o-", ms=3, label=f"lookback LB of {tensor}")
+        ax.plot(x, r, "s-", ms=3, label="buffered gradients r (after the step)")
+        for k, s in enumerate(switches):
+            ax.axvline(float(s), color="0.5", ls="--", lw=1, label="switch" if k == 0 else None)
+        if min_lookback is not None:
+            ax.axhline(float(min_lookback), color="0.3", lw=0.8, ls=":", label="MIN_LB")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("steps")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title or f"Lookback and gradient buffer of {tensor}, step by step")
+        ax.legend(fontsize=8)
+    return fig
