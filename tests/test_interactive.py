@@ -333,3 +333,16 @@ def test_trained_weight_returns_the_checkpoint_tensor():
     w, record = interactive.trained_weight(epochs=1, subset=200)
     assert tuple(w.shape) == (120, 16, 5, 5) and w.dtype == torch.float32
     assert record["status"] == "completed" and record["config"]["subset"] == 200
+
+
+def test_the_views_figure_titles_say_what_is_plotted():
+    w = weights()
+    q = interactive.quantization_view(w, 8, 4, resolution=20)
+    left, right = q.figure.axes[:2]
+    assert left.get_title().startswith("Histogram of w and of Q(w) at FixedPoint(8, 4)")
+    assert right.get_title().startswith("The quantizer Q(x)")
+    d = interactive.pushdown_view(w, 12, 8, 20, "corrected")
+    assert d.figure.axes[0].get_title() == "Information-loss test value of each probe (corrected)"
+    u = interactive.pushup_view(8, 4, 3.0)
+    assert [a.get_title() for a in u.figure.axes[:2]] == ["FL after PushUp from (8, 4), RB = 8",
+                                                          "WL after PushUp (solid line: GD = 3)"]

@@ -258,6 +258,53 @@ def test_information_loss_figure():
         plots.information_loss_figure(fls, {"reference": [1, 2]})
 
 
+def test_information_loss_scan_is_the_two_policies_tests_and_its_caption_reads_its_numbers():
+    from adapt import heuristic
+
+    w = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.1
+    scan = plots.information_loss_scan(w, word_length=12, fractional_lengths=range(4, 10), resolution=20,
+                                       repeats=3, seed=5, coarse_resolution=6)
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    for k, fl in enumerate(range(4, 10)):  # each number is the heuristic's own call with the stated seed
+        assert scan.released[k] == heuristic.information_loss(w[0], 12, fl, 20, "reference", gen(5))
+        assert scan.released_coarse[k] == heuristic.information_loss(w[0], 12, fl, 6, "reference", gen(5))
+        assert [scan.corrected[k, r] for r in range(3)] == [
+            heuristic.information_loss(w, 12, fl, 20, "corrected", gen(5 + r)) for r in range(3)]
+    assert scan.threshold == heuristic.loss_free_threshold(w.numel(), 20, heuristic.KL_ALPHA)
+    assert (scan.n_first, scan.n_all, scan.repeats) == (36, 216, 3)
+    table = scan.table
+    assert list(table.index) == list(range(4, 10))
+    assert np.allclose(table["G = 2n·D_KL, median"], 2 * 216 * np.median(scan.corrected, axis=1))
+    assert list(table["draws lossy (G-test)"]) == [f"{int((row > scan.threshold).sum())}/3" for row in scan.corrected]
+    assert scan.formatted_table()["released, res = 20"].str.match(r"^[+-]\d\.\d{3}e[+-]\d\d$").all()
+    fig = scan.figure
+    left, right = fig.axes
+    assert np.allclose(left.get_lines()[0].get_ydata(), scan.released)
+    assert left.get_yscale() == "symlog" and right.get_yscale() == "log"
+    assert "WL = 12" in fig.get_suptitle() and "20 histogram bins" in fig.get_suptitle()
+    dashed = [ln for ln in right.get_lines() if ln.get_label().startswith("G-test threshold")]
+    assert dashed and dashed[0].get_ydata()[0] == pytest.approx(scan.threshold)
+    caption = scan.caption()
+    assert f"n = {w.numel()} values" in caption and f"{scan.threshold:.2e}" in caption
+    assert f"{scan.released.max():+.3g}" in caption
+    with pytest.raises(ValueError, match="repeats"):
+        plots.information_loss_scan(w, repeats=0)
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        plots.information_loss_scan(np.zeros(4))
+
+
+def test_lookback_figure_draws_the_given_series_and_marks_the_switches():
+    fig = plots.lookback_figure([0, 1, 2, 3], [5, 6, 4, 5], [1, 2, 0, 1], switches=[2], min_lookback=3, tensor="T")
+    ax = fig.axes[0]
+    by_label = {line.get_label(): line for line in ax.get_lines()}
+    assert np.allclose(by_label["lookback LB of T"].get_ydata(), [5, 6, 4, 5])
+    assert np.allclose(by_label["buffered gradients r (after the step)"].get_ydata(), [1, 2, 0, 1])
+    assert by_label["switch"].get_xdata()[0] == 2 and by_label["MIN_LB"].get_ydata()[0] == 3
+    assert ax.get_title() == "Lookback and gradient buffer of T, step by step"
+    with pytest.raises(ValueError, match="differ in length"):
+        plots.lookback_figure([0, 1], [5], [1, 2])
+
+
 # --------------------------------------------------------------------------- heatmaps
 def test_heatmap_values_labels_and_shape():
     rec = tiny_record()
@@ -309,7 +356,8 @@ def test_heatmaps_figure_skips_missing_keys():
                                                     ("word_length", "fractional_length", "lookback", "resolution",
                                                      "sparsity")]
     assert len(fig.axes) == 10  # five panels + five colour bars
-    assert fig.get_suptitle() == "AdaPT tiny digits"
+    assert fig.get_suptitle() == ("Per-layer trace over training (rows: weight tensors, columns: logged steps)\n"
+                                  "AdaPT (reference heuristic), tiny, digits, seed 0")
     fig = plots.heatmaps_figure(tiny_record(with_extras=False))
     assert len(fig.axes) == 6  # three panels (no lookback / resolution in a fixed-policy trace), three colour bars
     with pytest.raises(ValueError):
@@ -323,7 +371,19 @@ def test_heatmaps_figure_skips_missing_keys():
 def test_heatmap_labels_real_model():
     fig = plots.heatmap(alexnet_record())
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["C1", "C2", "C3", "C4", "C5", "L1"]
-    assert fig.axes[0].get_title().startswith("AdaPT AlexNet digits")
+    assert fig.axes[0].get_title() == "word length (bits) per layer: AdaPT (reference heuristic), AlexNet, digits, seed 0"
+
+
+def test_run_titles_name_the_variant_so_two_variants_never_share_a_title():
+    """Issue 24: the two mnist5k heatmaps were both titled "AdaPT lenet5 mnist5k"."""
+    ref, cor = alexnet_record(), alexnet_record()
+    cor["config"]["variant"] = "corrected"
+    titles = {plots.heatmaps_figure(r).get_suptitle() for r in (ref, cor)}
+    assert len(titles) == 2 and any("corrected heuristic" in t for t in titles)
+    assert plots.run_title(float32_record(seed=3)) == "float32, tiny, digits, seed 3"
+    assert plots.run_title(ref, method=False, seed=False) == "AlexNet, digits"
+    lenet = {"config": {"method": "adapt", "variant": "corrected", "model": "lenet5", "dataset": "mnist5k", "seed": 0}}
+    assert plots.run_title(lenet) == "AdaPT (corrected heuristic), LeNet-5, mnist5k, seed 0"
 
 
 # --------------------------------------------------------------------------- sparsity / memory / cost
@@ -342,8 +402,12 @@ def test_sparsity_memory_cost_figure_values():
     rec = alexnet_record()
     fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1))
     assert len(fig.axes) == 3
-    assert [ax.get_title() for ax in fig.axes] == ["Average sparsity", "Memory requirements",
-                                                   "Computational costs (reference)"]
+    assert [ax.get_title() for ax in fig.axes] == ["Mean weight sparsity", "Weight memory: FP32 master + quantized copy",
+                                                   "Training cost / float32 (released cost model)"]
+    assert fig.axes[1].get_ylabel() == "1 + (1 − sp) · WL / 32"
+    assert any("more memory than float32" in t.get_text() for t in fig.axes[1].texts)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["float32 training (one FP32 copy)"]
+    assert fig.get_suptitle().startswith("Sparsity, memory and training cost")
     sp_ax, mem_ax, cost_ax = fig.axes
     smoothed = [line for line in mem_ax.get_lines() if line.get_label() == "AdaPT"][0]
     _, sp, mem = plots.memory_requirement(rec)
@@ -368,13 +432,43 @@ def test_sparsity_memory_cost_figure_smoothing_and_missing_cost():
     lines = [line for line in mem_ax.get_lines() if line.get_label() == "AdaPT"]
     _, _, mem = plots.memory_requirement(rec)
     assert np.allclose(lines[0].get_ydata(), plots.smooth(mem, 3))
-    assert [line.get_label() for line in cost_ax.get_lines()] == ["float32"]  # only the reference line
+    assert [line.get_label() for line in cost_ax.get_lines()] == ["float32 training"]  # only the reference line
     assert any("unavailable" in t.get_text() for t in cost_ax.texts)
     # precomputed costs are used as given
     frame = pd.DataFrame({"epoch": EPOCHS, "cost_q": [1, 2, 3, 4, 5], "cost_fp32": [10] * 5})
     fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1), costs=[frame])
     cost = [line for line in fig.axes[2].get_lines() if line.get_label() == "AdaPT"][0]
     assert np.allclose(cost.get_ydata(), [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_corrected_memory_is_the_cost_models_training_state_and_its_mean_the_tables_footprint():
+    """memory="corrected" draws trace_costs' memory column; its step-weighted mean is run_figures' footprint."""
+    from adapt.costmodel import run_figures, trace_costs
+
+    rec = alexnet_record()
+    rec["config"].update(momentum=0.9, batch_size=8)
+    fig = plots.sparsity_memory_cost_figure(rec, windows=(1, 1, 1), variant="corrected", memory="corrected")
+    sp_ax, mem_ax, cost_ax = fig.axes
+    assert mem_ax.get_title() == "Training memory (corrected cost model)"
+    assert cost_ax.get_title() == "Training cost / float32 (corrected cost model)"
+    costs = trace_costs(rec, "corrected")
+    line = [ln for ln in mem_ax.get_lines() if ln.get_label() == "AdaPT"][0]
+    assert np.allclose(line.get_ydata(), costs["memory"])
+    # by hand, first point: every tensor at WL < 32 holds a 32-bit master, WL-bit weights and gradients and a
+    # 32-bit momentum buffer; float32 training holds 32-bit weights, gradients and momentum
+    t = rec["traces"]["tensors"]
+    numel, wl = np.array(t["numel"], float), np.array(t["word_length"][0], float)
+    assert line.get_ydata()[0] == pytest.approx(((32 + 2 * wl + 32) * numel).sum() / (96 * numel.sum()))
+    w = costs["weight"].to_numpy()
+    assert run_figures(rec, "corrected")["memory_footprint"] == pytest.approx((w * costs["memory"]).sum() / w.sum())
+    epochs, mem = plots.memory_curve(rec, "official")
+    assert np.allclose(mem, plots.memory_requirement(rec)[2]) and np.allclose(epochs, EPOCHS)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        plots.sparsity_memory_cost_figure(rec, memory="weights")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        plots.sparsity_memory_cost_figure(rec, variant="released")
+    with pytest.raises(ValueError, match="definition must be one of"):
+        plots.memory_curve(rec, "peak")
 
 
 def test_sparsity_memory_cost_figure_no_traces():
@@ -429,6 +523,8 @@ def test_muppet_trace_figure(short_names, in_traces):
     # switches after epochs 2 and 4: dashed lines at x = 3 and 5 in both panels
     vlines = [line for line in top.get_lines() if line.get_linestyle() == "--"]
     assert sorted(line.get_xdata()[0] for line in vlines) == [3, 5]
+    assert fig.get_suptitle().startswith("MuPPET's precision switches\nMuPPET")
+    assert "T(e)" in bottom.get_title() and "bit width" in top.get_title()
 
 
 def test_muppet_trace_figure_static_schedule():

@@ -284,7 +284,7 @@ class QuantizationView:
         ax.set_yscale("symlog", linthresh=1)
         ax.set_xlabel("value")
         ax.set_ylabel(f"count ({self.resolution} bins)")
-        ax.set_title(f"{fmt}: step {fmt.step:g}, range [{fmt.min:g}, {fmt.max:g}]")
+        ax.set_title(f"Histogram of w and of Q(w) at {fmt}\n(step {fmt.step:g}, range [{fmt.min:g}, {fmt.max:g}])")
         ax.legend(fontsize=8, loc="upper right")
         # The quantizer's staircase over the tensor's range: where the error comes from.
         x = torch.linspace(float(lo), float(hi), 2001)
@@ -293,7 +293,7 @@ class QuantizationView:
                  color=_QUANT_COLOR, lw=1.2, label="Q(x), nearest")
         ax2.set_xlabel("x")
         ax2.set_ylabel("Q(x)")
-        ax2.set_title(f"RMS error {s['RMS error']:.3g}, max {s['max |error|']:.3g}")
+        ax2.set_title(f"The quantizer Q(x) over w's range\n(RMS error {s['RMS error']:.3g}, max {s['max |error|']:.3g})")
         verdicts = "; ".join(f"{v}: {'loss-free' if r['loss-free'] else 'lossy'}" for v, r in self.tests.iterrows())
         ax2.text(0.02, 0.98, f"outside range {s['outside range']:.1%}\nrounded to 0 {s['rounded to 0']:.1%}\n"
                  + verdicts.replace("; ", "\n"), transform=ax2.transAxes, va="top", fontsize=8,
@@ -485,7 +485,7 @@ class PushDownView:
         ax.set_xlabel("probe")
         ax.set_ylabel("information loss")
         ax.set_xticks(k)
-        ax.set_title(f"test value per probe ({self.variant})")
+        ax.set_title(f"Information-loss test value of each probe ({self.variant})")
         ax.legend(fontsize=8)
         wl, fl = self.probes["word_length"].to_numpy(), self.probes["fractional_length"].to_numpy()
         for values, name, color in ((wl, "WL probed", _FLOAT_COLOR), (fl, "FL probed", _QUANT_COLOR)):
@@ -497,7 +497,7 @@ class PushDownView:
         ax2.set_xticks(k)
         ax2.set_xlabel("probe")
         ax2.set_ylabel("bits")
-        ax2.set_title(f"probed formats; dotted: start {self.start}, solid: result {self.result}", fontsize=10)
+        ax2.set_title(f"Format of each probe; dotted: start {self.start}, solid: result {self.result}", fontsize=10)
         ax2.legend(fontsize=8)
         return fig
 
@@ -600,8 +600,8 @@ class PushUpView:
             a.set_xlabel("gradient diversity GD (dotted: e)")
             a.set_ylabel(f"{name} after PushUp")
             a.legend(fontsize=8, title="strategy")
-        ax.set_title(f"from (WL, FL) = ({self.word_length}, {self.fractional_length}), RB = {self.results_buffer}")
-        ax2.set_title(f"solid line: GD = {self.gd:g}")
+        ax.set_title(f"FL after PushUp from ({self.word_length}, {self.fractional_length}), RB = {self.results_buffer}")
+        ax2.set_title(f"WL after PushUp (solid line: GD = {self.gd:g})")
         return fig
 
     def _ipython_display_(self):

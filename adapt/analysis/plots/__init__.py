@@ -15,9 +15,11 @@ What is drawn (docs/method.md §3), by submodule:
 :mod:`adapt.analysis.plots.formats` (notebook 01)
     number formats, nearest vs stochastic rounding, quantization error against WL/FL.
 :mod:`adapt.analysis.plots.heuristic` (notebook 02)
-    PushDown's information loss against FL.
+    PushDown's information loss against FL (:func:`information_loss_scan`: both variants' tests
+    over a range of FL, with the figure, the table and a generated caption).
 :mod:`adapt.analysis.plots.traces` (notebook 21, per run)
-    heatmaps of a run's tensor trace, sparsity/memory/cost curves, word-length bars.
+    heatmaps of a run's tensor trace, sparsity/memory/cost curves (each "memory" named by its
+    definition, each cost by its cost model), word-length bars.
 :mod:`adapt.analysis.plots.muppet_trace` (notebook 21, per run)
     MuPPET's precision per epoch and its gradient-diversity rule.
 :mod:`adapt.analysis.plots.results` (notebooks 20, 21)
@@ -33,11 +35,11 @@ The x axis of per-epoch plots is the number of epochs completed (a record's 0-ba
 from __future__ import annotations
 
 from adapt.analysis.plots.formats import (number_formats_figure, quantization_error_figure, quantization_error_table, rounding_figure)
-from adapt.analysis.plots.heuristic import information_loss_figure
+from adapt.analysis.plots.heuristic import InformationLossScan, information_loss_figure, information_loss_scan, lookback_figure
 from adapt.analysis.plots.muppet_trace import muppet_epochs, muppet_trace_figure
 from adapt.analysis.plots.results import curves_figure, results_bar_figure, train_loss_note
 from adapt.analysis.plots.style import (ARM_COLORS, METHOD_COLORS, STYLE, PlotFigure, arm_color, arm_name, method_color, method_name, placeholder_figure, run_method, run_title, save_figure)
-from adapt.analysis.plots.traces import (TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_requirement, smooth, sparsity_memory_cost_figure, trace_matrix, word_length_bars, word_length_counts)
+from adapt.analysis.plots.traces import (COST_MODEL_NAMES, MEMORY_DEFINITIONS, TRACE_KEYS, WL_THRESHOLDS, heatmap, heatmaps_figure, layer_labels, memory_curve, memory_requirement, smooth, sparsity_memory_cost_figure, trace_matrix, word_length_bars, word_length_counts)
 
 __all__ = [
     "PlotFigure",
@@ -63,9 +65,15 @@ __all__ = [
     "quantization_error_table",
     "quantization_error_figure",
     "information_loss_figure",
+    "information_loss_scan",
+    "InformationLossScan",
+    "lookback_figure",
     "heatmap",
     "heatmaps_figure",
     "memory_requirement",
+    "memory_curve",
+    "COST_MODEL_NAMES",
+    "MEMORY_DEFINITIONS",
     "sparsity_memory_cost_figure",
     "word_length_counts",
     "word_length_bars",

@@ -148,7 +148,7 @@ def rounding_figure(word_length: int = 8, fractional_length: int = 2, x_range=(-
         ax.plot(xs, err_sr, color=METHOD_COLORS["adapt"], lw=1.2, label="stochastic: E[q(x)] - x")
         ax.set_xlabel("x")
         ax.set_ylabel("error")
-        ax.set_title("Bias: nearest is deterministic, stochastic is unbiased")
+        ax.set_title("Rounding error: nearest is biased, stochastic unbiased on average")
         ax.legend(fontsize=8)
     return fig
 
@@ -201,7 +201,7 @@ def quantization_error_figure(x, word_lengths: Iterable[int] = range(2, 17),
         ax.plot(wls, [best[w] for w in wls], "k.", ms=6, label="smallest error")
         ax.set_xlabel("word length WL (bits)")
         ax.set_ylabel("fractional length FL (bits)")
-        ax.set_title("log10 RMS error")
+        ax.set_title(f"log10 RMS error of {rounding} Q(x) (dots: best FL per WL)")
         ax.grid(False)
         ax.legend(fontsize=8, loc="upper left")
         fig.colorbar(mesh, ax=ax, label="log10 RMS error")

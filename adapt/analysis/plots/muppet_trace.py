@@ -85,7 +85,8 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
     ``released_threshold``: also draw the released ``T(e) = 1 + 1.5 exp(-0.1 e)``
     (:func:`adapt.muppet.threshold` at its defaults) over the run's fixed-point epochs,
     dotted, beside the threshold the run logged (its config's: the smoke profile's is
-    flat at 1).
+    flat at 1).  The default title says what is drawn and names the run
+    (:func:`adapt.analysis.plots.run_title`).
     """
     frame = muppet_epochs(record)
     switches = _switch_epochs(record, frame)
@@ -106,7 +107,7 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
             ax_b.text(0.5, 0.5, "no per-epoch bits in the record", transform=ax_b.transAxes, ha="center",
                       va="center", color="0.4")
         ax_b.set_ylabel("bits")
-        ax_b.set_title("Precision per epoch")
+        ax_b.set_title("Global bit width of each epoch (FP32: float32)")
         has_ratio = "ratio" in frame and np.isfinite(frame["ratio"].to_numpy(float)).any()
         if has_ratio:
             ratio = frame["ratio"].to_numpy(float)
@@ -137,7 +138,7 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
                       transform=ax_g.transAxes, ha="center", va="center", color="0.4")
         ax_g.set_ylabel("gradient diversity ratio")
         ax_g.set_xlabel("epoch")
-        ax_g.set_title("Gradient diversity")
+        ax_g.set_title("Switching check: maxGD / meanGD against the threshold T(e)")
         for k, (e, to) in enumerate(switches):
             for ax in (ax_b, ax_g):
                 ax.axvline(e + 1.0, color="0.5", lw=1, ls="--", label=None)
@@ -145,5 +146,5 @@ def muppet_trace_figure(record: Mapping, title: Optional[str] = None, released_t
                           xytext=(2, -10), textcoords="offset points", fontsize=7, color="0.3")
         if len(x):
             ax_g.set_xlim(0, x[-1] + 0.5)
-        fig.suptitle(title if title is not None else run_title(record))
+        fig.suptitle(title if title is not None else f"MuPPET's precision switches\n{run_title(record)}")
     return fig

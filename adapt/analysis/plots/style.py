@@ -60,7 +60,8 @@ _FALLBACK_COLORS = ("#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9", "#d55
 _METHOD_NAMES = {"float32": "float32", "float32-muppet": "float32 (MuPPET's)", "muppet": "MuPPET", "adapt": "AdaPT",
                  "fixed": "fixed"}
 _ARM_NAMES = {"float32": "float32 (AdaPT's baseline)", "float32-muppet": "float32 (MuPPET's baseline)"}
-MODEL_NAMES = {"alexnet_cifar": "AlexNet", "resnet20": "ResNet-20"}
+MODEL_NAMES = {"alexnet_cifar": "AlexNet", "resnet20": "ResNet-20", "lenet5": "LeNet-5",
+                "alexnet_mnist": "AlexNet (1-channel)", "resnet20_mnist": "ResNet-20 (1-channel)"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "emnist": "EMNIST", "mnist": "MNIST",
                   "fmnist": "Fashion-MNIST", "digits": "digits", "synthetic": "synthetic"}
 
@@ -123,17 +124,27 @@ def config_of(record: Mapping) -> dict:
     return record.get("config") or {}
 
 
-def run_title(record: Mapping, method: bool = True) -> str:
-    """``"AdaPT AlexNet CIFAR-10"``-style title of a record (the official notebook's "AlexNet CIFAR100")."""
+def run_title(record: Mapping, method: bool = True, seed: bool = True) -> str:
+    """``"AdaPT (reference heuristic), AlexNet, CIFAR-10, seed 0"``-style title of a record.
+
+    The method is named with AdaPT's heuristic variant (``reference`` or ``corrected``), so the
+    figures of two runs that differ only in the variant never share a title; ``seed``: add the
+    run's seed when the record has one.  ``method=False`` leaves the method out.
+    """
     cfg = config_of(record)
     parts = []
     if method and cfg.get("method"):
-        parts.append(method_name(cfg["method"]))
+        if cfg["method"] == "adapt" and cfg.get("variant"):
+            parts.append(f"AdaPT ({cfg['variant']} heuristic)")
+        else:
+            parts.append(method_name(cfg["method"]))
     if cfg.get("model"):
         parts.append(MODEL_NAMES.get(cfg["model"], cfg["model"]))
     if cfg.get("dataset"):
         parts.append(DATASET_NAMES.get(cfg["dataset"], cfg["dataset"]))
-    return " ".join(parts) or str(record.get("name", "run"))
+    if seed and cfg.get("seed") is not None:
+        parts.append(f"seed {cfg['seed']}")
+    return ", ".join(parts) or str(record.get("name", "run"))
 
 
 def as_records(records) -> list:

@@ -5,10 +5,16 @@
   (``coolwarm``, as ``utils/vis.py``); rows labelled C1, C2, ... (conv), D (shortcut
   "downsample" conv), L (linear), BN (:func:`layer_labels`; the values:
   :func:`trace_matrix`);
-* :func:`sparsity_memory_cost_figure` -- average sparsity, "memory requirements"
-  ``1 + (1 - mean sp) * mean WL / 32`` (:func:`memory_requirement`) and
-  "computational costs" ``cost_q / cost_fp32`` per logged point, box-smoothed
-  (:func:`smooth`);
+* :func:`sparsity_memory_cost_figure` -- average sparsity, memory and training cost per
+  logged point, box-smoothed (:func:`smooth`).  "Memory" is one of two defined
+  quantities, named on the figure: the official notebook's weight memory
+  ``1 + (1 - mean sp) * mean WL / 32`` (:func:`memory_requirement`: the FP32 master copy
+  plus the quantized copy, relative to float32 weights, so always above 1 for AdaPT) or
+  the corrected cost model's training state relative to float32 training (masters,
+  quantized weights and gradients, momentum: docs/method.md §1.7.1, the tables'
+  ``memory_footprint`` under ``corrected``); the cost is ``cost_q / cost_fp32`` under the
+  released or the corrected cost model, named as such (not "reference", which on the
+  other figures names AdaPT's heuristic);
 * :func:`word_length_bars` -- how many tensors end below each word-length threshold
   (:func:`word_length_counts`).
 
@@ -29,13 +35,13 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from adapt.analysis.plots.style import (DATASET_NAMES, MODEL_NAMES, as_records, config_of, as_float, new_figure, sequential_color, styled, method_color, method_name, run_title)
+from adapt.analysis.plots.style import (DATASET_NAMES, MODEL_NAMES, as_float, as_records, config_of, method_color, method_name, new_figure, run_title, sequential_color, styled)
 from adapt.costmodel import trace_costs
 from adapt.models import build_model, layer_kind
 
 __all__ = [
-    "TRACE_KEYS", "WL_THRESHOLDS", "smooth", "layer_labels", "trace_matrix", "heatmap", "heatmaps_figure",
-    "memory_requirement", "sparsity_memory_cost_figure", "word_length_counts", "word_length_bars",
+    "TRACE_KEYS", "WL_THRESHOLDS", "COST_MODEL_NAMES", "MEMORY_DEFINITIONS", "smooth", "layer_labels", "trace_matrix", "heatmap", "heatmaps_figure",
+    "memory_requirement", "memory_curve", "sparsity_memory_cost_figure", "word_length_counts", "word_length_bars",
 ]
 
 
@@ -46,7 +52,18 @@ TRACE_KEYS = {
     "lookback": "lookback (steps)",
     "resolution": "histogram resolution (bins)",
     "sparsity": "sparsity",
-    "memory": "(1 − sparsity) · WL / 32",
+    "memory": "quantized weights / float32 weights: (1 − sparsity) · WL / 32",
+}
+
+#: How the figures name the cost model's variants (``"reference"`` names AdaPT's heuristic elsewhere).
+COST_MODEL_NAMES = {"reference": "released cost model", "corrected": "corrected cost model"}
+
+#: The two definitions of "memory" that :func:`sparsity_memory_cost_figure` can draw: (panel title, y label).
+MEMORY_DEFINITIONS = {
+    "official": ("Weight memory: FP32 master + quantized copy",
+                 "1 + (1 − sp) · WL / 32"),
+    "corrected": ("Training memory (corrected cost model)",
+                  "training state / float32 training"),
 }
 
 #: The word-length thresholds of the official stacked bar chart (notebooks/vis.ipynb).
@@ -235,7 +252,9 @@ def heatmap(record: Mapping, key: str = "word_length", weights_only: bool = True
     logged points, each spanning ``[epoch_i, epoch_{i+1})``; ``coolwarm`` colours and a
     colour bar.  ``key``: any trace series (``word_length``, ``fractional_length``,
     ``lookback``, ``resolution``, ``sparsity``) or ``"memory"`` (``(1 - sp) * WL / 32``).
-    Draws into ``ax`` if given; returns the figure.
+    Draws into ``ax`` if given; returns the figure.  The default title names the series and
+    the run (:func:`adapt.analysis.plots.run_title`: method, AdaPT's heuristic variant,
+    model, data set, seed).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -255,7 +274,7 @@ def heatmap(record: Mapping, key: str = "word_length", weights_only: bool = True
         ax.set_xlabel("epoch")
         ax.set_ylabel("layer")
         ax.grid(False)
-        ax.set_title(title if title is not None else f"{run_title(record)}: {TRACE_KEYS.get(key, key)}")
+        ax.set_title(title if title is not None else f"{TRACE_KEYS.get(key, key)} per layer: {run_title(record)}")
         if colorbar:
             cbar = fig.colorbar(mesh, ax=ax, label=TRACE_KEYS.get(key, key), pad=0.01)
             finite = values[np.isfinite(values)]
@@ -272,8 +291,10 @@ def heatmaps_figure(record: Mapping, keys: Sequence[str] = ("word_length", "frac
     as are series with no value at all, e.g. MuPPET's fractional length: its dynamic fixed point has none).
 
     The panels share the epoch axis and are stacked top to bottom; the figure title
-    is the run's (``"AdaPT AlexNet CIFAR-10"``).  Raises ``ValueError`` for a run without
-    a trace or with none of ``keys``.
+    says what is drawn and whose run it is (``"Per-layer trace over training (rows:
+    weight tensors, columns: logged steps)"`` over ``"AdaPT (reference heuristic),
+    AlexNet, CIFAR-10, seed 0"``).  Raises ``ValueError`` for a run without a trace or
+    with none of ``keys``.
     """
     t = _require_trace(record)
     def has(key):
@@ -292,20 +313,52 @@ def heatmaps_figure(record: Mapping, keys: Sequence[str] = ("word_length", "frac
             heatmap(record, key, weights_only, ax=ax, title=TRACE_KEYS.get(key, key))
         for ax in axes[:-1, 0]:
             ax.set_xlabel("")
-        fig.suptitle(title if title is not None else run_title(record))
+        what = "weight tensors" if weights_only else "parameter tensors"
+        fig.suptitle(title if title is not None else
+                     f"Per-layer trace over training (rows: {what}, columns: logged steps)\n{run_title(record)}")
     return fig
 
 
 # ======================================================================= sparsity / memory / cost
 def memory_requirement(record: Mapping, weights_only: bool = False) -> tuple:
     """``(epochs, mean sparsity, memory)`` per logged point: the official notebook's
-    ``1 + (1 - mean sparsity) * mean WL / 32`` (means over the traced tensors, unweighted;
-    the 1 is the FP32 master copy), relative to a float32 model."""
+    ``1 + (1 - mean sparsity) * mean WL / 32`` (means over the traced tensors, unweighted).
+
+    Weight memory relative to float32 training's one FP32 copy of the weights: the 1 is
+    AdaPT's FP32 master copy, the second term its quantized working copy with zeros not
+    stored.  So it is above 1 whenever anything is stored besides the master: by this
+    measure AdaPT *training* needs more weight memory than float32 training (the savings
+    are in the exported model, docs/method.md §1.8).  Not the tables' ``memory_footprint``
+    (docs/method.md §1.7, §1.7.1; :func:`memory_curve` draws either).
+    """
     wl, _, epochs = trace_matrix(record, "word_length", weights_only)
     sp, _, _ = trace_matrix(record, "sparsity", weights_only)
     mean_sp = np.nanmean(np.nan_to_num(sp, nan=0.0), axis=0)
     mean_wl = np.nanmean(np.where(np.isfinite(wl), wl, 32.0), axis=0)
     return epochs, mean_sp, 1.0 + (1.0 - mean_sp) * mean_wl / 32.0
+
+
+def memory_curve(record: Mapping, definition: str = "official", weights_only: bool = False,
+                 costs=None) -> tuple:
+    """``(epochs, memory)`` per logged point under one of :data:`MEMORY_DEFINITIONS`.
+
+    ``"official"``: :func:`memory_requirement` (weight memory, FP32 master + quantized copy,
+    relative to float32 weights).  ``"corrected"``: the ``memory`` column of
+    :func:`adapt.costmodel.trace_costs` under the corrected model (the training state --
+    FP32 masters, WL-bit weights and gradients, float32 momentum -- relative to float32
+    training; its step-weighted mean is the tables' ``memory_footprint``), from ``costs`` when
+    given (a corrected ``trace_costs`` frame).
+    """
+    if definition not in MEMORY_DEFINITIONS:
+        raise ValueError(f"definition must be one of {tuple(MEMORY_DEFINITIONS)}, got {definition!r}")
+    if definition == "official":
+        epochs, _, mem = memory_requirement(record, weights_only)
+        return epochs, mem
+    if costs is None:
+        costs = trace_costs(record, "corrected")
+    if "memory" not in costs:
+        raise ValueError("costs has no 'memory' column: pass a corrected trace_costs frame")
+    return np.asarray(costs["epoch"], dtype=float), np.asarray(costs["memory"], dtype=float)
 
 
 def _cost_ratio(record, costs, variant):
@@ -320,13 +373,20 @@ def _cost_ratio(record, costs, variant):
 
 def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50), variant: str = "reference",
                                 costs: Optional[Sequence] = None, weights_only: bool = False, labels=None,
-                                max_fraction: float = 0.25, title: Optional[str] = None):
+                                max_fraction: float = 0.25, title: Optional[str] = None,
+                                memory: str = "official"):
     """Three panels over training, one curve per run with a tensor trace (runs without one are skipped):
 
-    * "Average sparsity": mean over the traced tensors of the weight sparsity;
-    * "Memory requirements": ``1 + (1 - mean sp) * mean WL / 32`` (:func:`memory_requirement`);
-    * "Computational costs": ``cost_q / cost_fp32`` of each logged point under the cost
-      model's ``variant`` (:func:`adapt.costmodel.trace_costs`), or from ``costs`` (one
+    * "Mean weight sparsity": mean over the traced tensors of the fraction of zeros;
+    * memory, as ``memory`` says (:data:`MEMORY_DEFINITIONS`, :func:`memory_curve`):
+      ``"official"`` -- "Weight memory: FP32 master + quantized copy",
+      ``1 + (1 - mean sp) * mean WL / 32`` (:func:`memory_requirement`), where the dashed line
+      at 1 is float32 training's one FP32 copy and anything above it is more memory than
+      float32 needs; ``"corrected"`` -- the corrected cost model's training state relative to
+      float32 training;
+    * "Training cost / float32": ``cost_q / cost_fp32`` of each logged point under the cost
+      model's ``variant`` (:func:`adapt.costmodel.trace_costs`; titled "released cost model"
+      or "corrected cost model", :data:`COST_MODEL_NAMES`), or from ``costs`` (one
       ``trace_costs``-like frame per traced run, in order; ``None`` entries are computed).
 
     Each curve is box-smoothed (:func:`smooth`) with ``windows`` (official: 100, 50, 50
@@ -335,8 +395,13 @@ def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50),
     thousands of points and keeps the official windows); the raw series is drawn
     faintly behind.  A dashed line marks float32 (memory and cost 1).  A run whose cost cannot be computed
     (e.g. a trace that does not match the record's model) is left out of the cost panel
-    with a warning.
+    with a warning.  The figure title (``title``, else a sentence naming the three panels)
+    says what is drawn.
     """
+    if memory not in MEMORY_DEFINITIONS:
+        raise ValueError(f"memory must be one of {tuple(MEMORY_DEFINITIONS)}, got {memory!r}")
+    if variant not in COST_MODEL_NAMES:
+        raise ValueError(f"variant must be one of {tuple(COST_MODEL_NAMES)}, got {variant!r}")
     records = as_records(records)
     traced = [r for r in records if _trace(r) is not None]
     if labels is not None:
@@ -355,25 +420,40 @@ def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50),
         for i, (r, label) in enumerate(zip(traced, labels)):
             color = method_color(config_of(r).get("method")) if len({config_of(x).get("method") for x in traced}) == len(traced) \
                 else sequential_color(i, len(traced), "tab10")
-            epochs, sp, mem = memory_requirement(r, weights_only)
-            for ax, y, w in ((ax_sp, sp, w_sp), (ax_mem, mem, w_mem)):
-                ax.plot(epochs, y, color=color, alpha=0.25, lw=0.8)
-                ax.plot(epochs, smooth(y, w, max_fraction), color=color, lw=1.8, label=label)
+            epochs, sp, _ = memory_requirement(r, weights_only)
+            ax_sp.plot(epochs, sp, color=color, alpha=0.25, lw=0.8)
+            ax_sp.plot(epochs, smooth(sp, w_sp, max_fraction), color=color, lw=1.8, label=label)
+            given = None if costs is None else costs[i]
             try:
-                ce, ratio = _cost_ratio(r, None if costs is None else costs[i], variant)
+                me, mem = memory_curve(r, memory, weights_only,
+                                       given if memory == "corrected" and variant == "corrected" else None)
+            except Exception as exc:  # noqa: BLE001 -- the corrected memory needs the cost model
+                warnings.warn(f"no memory curve for {r.get('name', '?')!r}: {exc}", stacklevel=2)
+            else:
+                ax_mem.plot(me, mem, color=color, alpha=0.25, lw=0.8)
+                ax_mem.plot(me, smooth(mem, w_mem, max_fraction), color=color, lw=1.8, label=label)
+            try:
+                ce, ratio = _cost_ratio(r, given, variant)
             except Exception as exc:  # noqa: BLE001 -- a figure for the others is still useful
                 warnings.warn(f"no computational-cost curve for {r.get('name', '?')!r}: {exc}", stacklevel=2)
                 continue
             ax_cost.plot(ce, ratio, color=color, alpha=0.25, lw=0.8)
             ax_cost.plot(ce, smooth(ratio, w_cost, max_fraction), color=color, lw=1.8, label=label)
             drawn_cost += 1
-        for ax in (ax_mem, ax_cost):
-            ax.axhline(1.0, color="0.4", lw=0.9, ls="--", label="float32")
-        ax_sp.set_title("Average sparsity")
-        ax_sp.set_ylabel("mean weight sparsity")
-        ax_mem.set_title("Memory requirements")
-        ax_mem.set_ylabel("1 + (1 − sp) · WL / 32")
-        ax_cost.set_title(f"Computational costs ({variant})")
+        ref_mem = ax_mem.axhline(1.0, color="0.4", lw=0.9, ls="--",
+                                 label="float32 training (one FP32 copy)" if memory == "official"
+                                 else "float32 training")
+        ref_cost = ax_cost.axhline(1.0, color="0.4", lw=0.9, ls="--", label="float32 training")
+        ax_mem.legend(handles=[ref_mem], fontsize=7, loc="upper right")
+        ax_cost.legend(handles=[ref_cost], fontsize=7, loc="upper right")
+        ax_mem.text(0.02, 0.02, "above the dashed line: more memory than float32 training", fontsize=7,
+                    color="0.35", transform=ax_mem.transAxes)
+        ax_sp.set_title("Mean weight sparsity")
+        ax_sp.set_ylabel("fraction of zero weights")
+        mem_title, mem_label = MEMORY_DEFINITIONS[memory]
+        ax_mem.set_title(mem_title)
+        ax_mem.set_ylabel(mem_label)
+        ax_cost.set_title(f"Training cost / float32 ({COST_MODEL_NAMES[variant]})")
         ax_cost.set_ylabel("cost / float32 cost")
         for ax in axes[0]:
             ax.set_xlabel("epoch")
@@ -385,8 +465,7 @@ def sparsity_memory_cost_figure(records, windows: Sequence[int] = (100, 50, 50),
         if not traced:
             ax_sp.text(0.5, 0.5, "no run with a tensor trace", transform=ax_sp.transAxes, ha="center",
                        va="center", color="0.4")
-        if title:
-            fig.suptitle(title)
+        fig.suptitle(title if title else "Sparsity, memory and training cost over training, one curve per run")
     return fig
 
 
@@ -450,7 +529,7 @@ def word_length_bars(records, thresholds: Sequence[int] = WL_THRESHOLDS, weights
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xticks(x, list(table.index), rotation=20 if len(table) > 3 else 0, ha="right" if len(table) > 3 else "center")
         ax.set_ylabel("tensors")
-        ax.set_title(title or "Final word lengths")
+        ax.set_title(title or "Final word length of each weight tensor, per run")
         handles, labs = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labs[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         if not len(table):
