@@ -182,3 +182,14 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
     (tmp_path / "a.md").write_text("# Title\n\nsee [b](b.md) and [t](#title) and [x](#nowhere)\n")
     assert markdown_links(tmp_path / "a.md") == [("b.md", ""), ("", "title"), ("", "nowhere")]
     assert heading_anchors(tmp_path / "a.md") == {"title"}
+
+
+def test_readme_verdict_block_is_what_the_records_give():
+    from adapt.analysis.verdict import VERDICT_BEGIN, VERDICT_END
+
+    tool = _load_tool("update_readme")
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(VERDICT_BEGIN) + len(VERDICT_BEGIN), readme.index(VERDICT_END)
+    assert readme[start:end].strip() == tool.verdict(ROOT / "results").strip(), (
+        "README.md's verdict differs from what results/mnist5k and results/smoke give: run python tools/update_readme.py")
+    assert readme.index(VERDICT_BEGIN) < readme.index(README_BEGIN), "the README's results lead with the verdict"

@@ -1,4 +1,4 @@
-"""Rewrite the results block of README.md from the committed smoke records.
+"""Rewrite the generated blocks of README.md: the verdict (mnist5k and smoke records) and the smoke results.
 
     python tools/update_readme.py [--profile smoke] [--results DIR] [--check]
 
@@ -16,15 +16,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from adapt.analysis.tables import README_BEGIN, README_END, load_profile, readme_block
+from adapt.analysis.verdict import VERDICT_BEGIN, VERDICT_END, verdict_block
 from adapt.records import load_records
-from adapt.analysis.tables import README_BEGIN, README_END, readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def render(readme: str, block: str) -> str:
-    start, end = readme.index(README_BEGIN), readme.index(README_END)
-    return readme[: start + len(README_BEGIN)] + "\n" + block + "\n" + readme[end:]
+def render(readme: str, block: str, begin: str = README_BEGIN, end_marker: str = README_END) -> str:
+    start, end = readme.index(begin), readme.index(end_marker)
+    return readme[: start + len(begin)] + "\n" + block + "\n" + readme[end:]
+
+
+def verdict(results: Path) -> str:
+    """The verdict block from the mnist5k grid and the smoke grid's AlexNet records under ``results``."""
+    mnist = load_profile("mnist5k", results).records
+    digits = [r for r in load_profile("smoke", results).records if r["config"]["model"] == "alexnet_cifar"]
+    return verdict_block(mnist, digits)
 
 
 def main(argv=None) -> int:
@@ -38,6 +46,7 @@ def main(argv=None) -> int:
     readme = path.read_text()
     records = load_records(Path(args.results) / args.profile, on_error="warn")
     new = render(readme, readme_block(records, args.profile))
+    new = render(new, verdict(Path(args.results)), VERDICT_BEGIN, VERDICT_END)
     if args.check:
         if new != readme:
             print("README.md results block is out of date: run python tools/update_readme.py", file=sys.stderr)
