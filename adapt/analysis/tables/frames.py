@@ -346,7 +346,11 @@ def _iso_notes(frame: pd.DataFrame) -> pd.DataFrame:
     which means nothing when the baseline does not reach it either); the speedup is NaN then."""
     frame = frame.copy()
     for i, row in frame.iterrows():
-        if row["method"] in BASELINES or not row["priced"]:
+        if not row["priced"]:
+            continue
+        if row["method"] in BASELINES:  # 1 against itself, but only where it reached the target
+            if not row["iso_reached"] > 0:
+                frame.at[i, "iso_note"] = "target not reached"
             continue
         base = frame[(frame["model"] == row["model"]) & (frame["dataset"] == row["dataset"])
                      & (frame["method"] == ISO_BASELINE.get(row["method"], "float32"))]
