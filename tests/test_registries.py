@@ -224,3 +224,28 @@ def test_adapt_starts_at_the_given_formats_per_tensor(tmp_path):
     with pytest.raises(ValueError, match="initial_formats must name every parameter tensor"):
         train.run(base.replace(policy={**base.policy, "initial_formats": {names[0]: [8, 4]}}),
                   out_dir=tmp_path / "partial", device="cpu")
+
+
+def test_decomposition_points_change_one_thing_per_arm(tmp_path):
+    from adapt.experiments import decomposition as D
+
+    with pytest.raises(ValueError, match="arm held-final needs the finished reference AdaPT run of seed 0"):
+        D.decomposition_points(labels=["held-final"], grid_root=tmp_path)
+    assert D.decomposition_points(labels=["held-final"], grid_root=tmp_path, missing="skip") == []
+    with pytest.raises(ValueError, match=r"arms \['nope'\] are not arms"):
+        D.decomposition_points(labels=["nope"], grid_root=tmp_path)
+    pts = D.decomposition_points(seeds=(0, 3), grid_root=tmp_path, missing="skip")
+    by = {(a.label, p.seed): p for a, p in pts}
+    base = by[("adapt", 0)].config()
+    assert by[("adapt", 0)].run_id == "adapt-lenet5-mnist5k-reference-s0-f0"  # the grid's own point
+    assert base.softmax_output and base.in_place_inputs  # the released model and layers
+    diff = lambda label: {k: v for k, v in by[(label, 0)].config().to_dict().items() if base.to_dict()[k] != v}
+    assert diff("adapt-logits") == {"softmax_output": False}
+    assert diff("adapt-no-in-place") == {"in_place_inputs": False}
+    assert diff("max_lookback=50") == {"policy": {**base.policy, "max_lookback": 50}}
+    assert diff("fixed-16/8") == {"policy": {**base.policy, "switching": False, "initial_word_length": 16,
+                                             "initial_fractional_length": 8}}
+    opt = by[("float32-adapt-optimizer", 3)].config()
+    assert (opt.method, opt.policy, opt.in_place_inputs, opt.seed) == ("float32", {"normalize_gradients": True}, False, 3)
+    assert (opt.lr, opt.epochs, opt.l1_decay) == (base.lr, base.epochs, base.l1_decay)  # AdaPT's optimizer, no quantization
+    assert len({p.run_id for _, p in pts}) == len(pts)

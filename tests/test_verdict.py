@@ -114,3 +114,58 @@ def test_the_reading_note_says_how_far_training_got_and_what_a_seed_is_worth():
     assert "every gradient divided by its norm" in text and "step vs plateau schedule" in text
     se = 100 * math.sqrt(0.9 * 0.1 / 1000)
     assert f"about {se:.1f} pp" in text and "1,000 test images" in text
+
+
+@pytest.mark.parametrize("low, high, expected", [(-2.0, -0.5, "below"), (0.5, 2.0, "above"), (-1.0, 1.0, "contains"),
+                                                 (math.nan, math.nan, "no interval")])
+def test_interval_reading(low, high, expected):
+    assert V.interval_reading(low, high) == expected
+
+
+def test_arm_table_differences_against_the_baseline_and_the_second_reference(monkeypatch):
+    # word length and speedup read from the hand-made records, so that the table's statistics are checked alone
+    monkeypatch.setattr(V, "mean_word_length", lambda r: r["wl"])
+    monkeypatch.setattr(V, "run_figures", lambda r, variant: {"train_speedup": 64 / (r["wl"] + 32)})
+    recs = []
+    for arm, accs, wl in (("base", [0.95, 0.96, 0.97], 32), ("mid", [0.90, 0.91, 0.92], 32), ("q", [0.91, 0.92, 0.93], 16)):
+        for s, a in enumerate(accs):
+            recs.append({**record("adapt", [a], seed=s), "arm": arm, "wl": wl})
+    t = V.arm_table(recs, ["q", "mid", "absent"], baseline="base", versus="mid").set_index("arm")
+    assert list(t.index) == ["q", "mid"]  # an arm without records is left out
+    assert t.loc["q", "test_acc_pct"] == pytest.approx(92) and t.loc["q", "vs_baseline_pp"] == pytest.approx(-4)
+    assert t.loc["q", "vs_versus_pp"] == pytest.approx(1)
+    d, lo, hi = V.welch_interval([91, 92, 93], [95, 96, 97])
+    assert (t.loc["q", "vs_baseline_pp_low"], t.loc["q", "vs_baseline_pp_high"]) == pytest.approx((lo, hi))
+    assert t.loc["q", "mean_weight_wl"] == 16 and t.loc["q", "train_speedup"] == pytest.approx(64 / 48)
+    assert V.interval_reading(t.loc["q", "vs_baseline_pp_low"], t.loc["q", "vs_baseline_pp_high"]) == "below"
+    assert V.interval_reading(t.loc["q", "vs_versus_pp_low"], t.loc["q", "vs_versus_pp_high"]) == "contains"
+
+
+def test_crosscheck_table_over_seeds():
+    runs = [{"arm": "released", "seed": s, "final_test_acc": a, "final_mean_weight_wl": w,
+             "median_gd_over_sqrt_lookback": g} for s, (a, w, g) in enumerate([(0.9, 20, 1.0), (0.8, 22, 1.2), (0.7, 24, None)])]
+    runs.append({"arm": "reference", "seed": 0, "final_test_acc": 0.95, "final_mean_weight_wl": 21,
+                 "median_gd_over_sqrt_lookback": 1.1})
+    t = V.crosscheck_table({"runs": runs}).set_index("arm")
+    m, lo, hi, n = V.t_interval([90, 80, 70])
+    assert t.loc["released", "seeds"] == 3 and t.loc["released", "test_acc_pct"] == pytest.approx(80)
+    assert (t.loc["released", "test_acc_pct_low"], t.loc["released", "test_acc_pct_high"]) == pytest.approx((lo, hi))
+    assert t.loc["released", "mean_weight_wl"] == 22 and t.loc["released", "median_gd_over_sqrt_lookback"] == pytest.approx(1.1)
+    assert t.loc["reference", "seeds"] == 1 and math.isnan(t.loc["reference", "test_acc_pct_low"])
+
+
+def test_the_why_line_names_each_part_with_its_interval(monkeypatch):
+    monkeypatch.setattr(V, "mean_word_length", lambda r: 20.0)
+    monkeypatch.setattr(V, "run_figures", lambda r, variant: {"train_speedup": 1.0})
+    recs = []
+    for arm, accs in (("float32", [0.95, 0.96, 0.97]), ("float32-adapt-optimizer", [0.84, 0.85, 0.86]),
+                      ("adapt", [0.84, 0.86, 0.88]), ("adapt-logits", [0.95, 0.96, 0.97])):
+        recs += [{**record("adapt", [a], seed=s), "arm": arm} for s, a in enumerate(accs)]
+    line = V.why_line(recs)
+    d = V.welch_interval([84, 85, 86], [95, 96, 97])
+    assert f"is {V.format_interval(*d, 2, True)} pp (below 0) from the float32 baseline" in line
+    d = V.welch_interval([84, 86, 88], [84, 85, 86])
+    assert f"add {V.format_interval(*d, 2, True)} pp (not separable from 0)" in line
+    assert "3 seeds per arm" in line and "returns logits is +0.00" in line
+    assert V.why_line([r for r in recs if r["arm"] != "adapt-logits"]) == ""  # an arm missing: no sentence
+    assert V.why_line(recs) in V.verdict_block([], [], recs) and "Where the accuracy" not in V.verdict_block([], [])

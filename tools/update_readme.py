@@ -1,4 +1,4 @@
-"""Rewrite the generated blocks of README.md: the verdict (mnist5k and smoke records) and the smoke results.
+"""Rewrite the generated blocks of README.md: the verdict (mnist5k, smoke and decomposition records) and the smoke results.
 
     python tools/update_readme.py [--profile smoke] [--results DIR] [--check]
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from adapt.analysis.tables import README_BEGIN, README_END, load_profile, readme_block
 from adapt.analysis.verdict import VERDICT_BEGIN, VERDICT_END, verdict_block
+from adapt.experiments.decomposition import decomposition_points, load_decomposition
 from adapt.records import load_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,8 @@ def verdict(results: Path) -> str:
     """The verdict block from the mnist5k grid and the smoke grid's AlexNet records under ``results``."""
     mnist = load_profile("mnist5k", results).records
     digits = [r for r in load_profile("smoke", results).records if r["config"]["model"] == "alexnet_cifar"]
-    return verdict_block(mnist, digits)
+    decomposition, _ = load_decomposition(decomposition_points(grid_root=results, missing="skip"), results)
+    return verdict_block(mnist, digits, decomposition)
 
 
 def main(argv=None) -> int:
