@@ -169,3 +169,11 @@ def test_the_why_line_names_each_part_with_its_interval(monkeypatch):
     assert "3 seeds per arm" in line and "returns logits is +0.00" in line
     assert V.why_line([r for r in recs if r["arm"] != "adapt-logits"]) == ""  # an arm missing: no sentence
     assert V.why_line(recs) in V.verdict_block([], [], recs) and "Where the accuracy" not in V.verdict_block([], [])
+    # with the grid's float32 LeNet-5 with logits, the logits arms are compared with it
+    grid = [record("float32", [a], seed=s, variant="corrected") for s, a in enumerate([0.96, 0.97, 0.98])]
+    grid += [record("adapt", [a], seed=s, variant="corrected") for s, a in enumerate([0.97, 0.975, 0.98])]
+    line = V.why_line(recs, grid)
+    d = V.welch_interval([95, 96, 97], [96, 97, 98])
+    assert f"against float32 on that LeNet-5: the reference AdaPT is {V.format_interval(*d, 2, True)} pp" in line
+    d = V.welch_interval([97, 97.5, 98], [96, 97, 98])
+    assert f"the corrected AdaPT {V.format_interval(*d, 2, True)} pp (not separable from 0)." in line

@@ -51,7 +51,7 @@ from adapt.records import COMPLETED
 __all__ = ["CONFIDENCE", "t_interval", "welch_interval", "run_frame", "seed_table", "curve_frame",
            "equal_epoch_table", "cost_table", "difference_table", "claims_table", "switch_events",
            "settled_fractional_length", "released_speedup", "mean_word_length", "switch_balance", "settled_frame", "format_interval", "claims_markdown", "verdict_block", "VERDICT_BEGIN", "VERDICT_END", "arm_of", "CLAIMS", "COST_METRICS",
-           "interval_reading", "arm_table", "crosscheck_table", "why_line"]
+           "interval_reading", "arm_table", "crosscheck_table", "why_line", "lookback_slope"]
 
 #: The confidence level of every interval.
 CONFIDENCE = 0.95
@@ -228,7 +228,7 @@ def arm_table(records: Sequence[dict], arms: Sequence[str], baseline: str, versu
         put("mean_weight_wl", t_interval([mean_word_length(r) for r in rs]))
         put("train_speedup", t_interval([run_figures(r, "reference")["train_speedup"] for r in rs]))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["arm", "seeds"])
 
 
 COST_METRICS = ("train_speedup", "train_speedup_iso", "inference_speedup", "model_size", "final_sparsity")
@@ -375,6 +375,23 @@ def settled_frame(records: Sequence[dict], last: float = 1 / 3) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["arm", "seed", "min_lookback", "max_lookback", "lookback", "fl", "wl"])
 
 
+def lookback_slope(settled: pd.DataFrame, y: str = "wl", confidence: float = CONFIDENCE) -> tuple:
+    """``(slope, low, high, n)``: the least-squares slope of ``y`` (``"wl"`` or ``"fl"``, bits) against the
+    natural log of the lookback over the runs of :func:`settled_frame`, with its two-sided Student-t interval
+    (``n - 2`` degrees of freedom): bits gained per e-fold of lookback.  If the word length followed the
+    lookback as PushUp's ceiling ``FL*`` does (:func:`settled_fractional_length`), the slope would be positive;
+    an interval containing 0 says the runs do not show it.  NaN bounds for fewer than three runs or one
+    lookback value."""
+    d = settled[["lookback", y]].apply(pd.to_numeric, errors="coerce").dropna()
+    d = d[d["lookback"] > 0]
+    n = len(d)
+    if n < 3 or d["lookback"].nunique() < 2:
+        return math.nan, math.nan, math.nan, n
+    fit = stats.linregress(np.log(d["lookback"].to_numpy(float)), d[y].to_numpy(float))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 2) * fit.stderr)
+    return float(fit.slope), float(fit.slope) - half, float(fit.slope) + half, n
+
+
 def settled_fractional_length(lookback, c: float = 1.0, results_buffer: int = 8) -> np.ndarray:
     """``min(ceil(32 t^2), 32 - RB)`` with ``t = ln(c sqrt(LB)) - 1`` (0 where ``t <= 0``): the fractional
     length above which the released PushUp's ``s2`` is 0 when ``GD = c sqrt(LB)`` (module docstring), the
@@ -437,28 +454,43 @@ VERDICT_END = "<!-- verdict:end -->"
 _SIDE = {"below": "below 0", "above": "above 0", "contains": "not separable from 0", "no interval": "one seed"}
 
 
-def why_line(decomposition_records: Sequence[dict]) -> str:
+def why_line(decomposition_records: Sequence[dict], grid_records: Sequence[dict] = ()) -> str:
     """One sentence on where AdaPT's accuracy difference on mnist5k comes from, from the decomposition's records
-    (:mod:`adapt.experiments.decomposition`; each record's ``"arm"``): AdaPT's optimizer alone in float32 against
-    the float32 baseline, the quantization and heuristic on top of that optimizer, and the reference AdaPT with
-    logits instead of the released double softmax.  ``""`` when an arm it needs has no records."""
-    t = arm_table(decomposition_records, ["float32-adapt-optimizer", "adapt", "adapt-logits"], baseline="float32",
+    (:mod:`adapt.experiments.decomposition`; each record's ``"arm"``) and the mnist5k grid's: AdaPT's optimizer
+    alone in float32 against the float32 baseline, the quantization and heuristic on top of that optimizer, and
+    (given the grid's ``float32 (corrected)`` runs, the float32 LeNet-5 with logits) the reference AdaPT with
+    logits and the corrected AdaPT against float32 with logits.  ``""`` when an arm it needs has no records."""
+    logits = [{**r, "arm": arm_of(r)} for r in grid_records
+              if r.get("status") == COMPLETED and arm_of(r) in ("float32 (corrected)", "adapt (corrected)")]
+    records = list(decomposition_records) + logits
+    t = arm_table(records, ["float32-adapt-optimizer", "adapt"], baseline="float32",
                   versus="float32-adapt-optimizer").set_index("arm") if decomposition_records else pd.DataFrame()
-    if not {"float32-adapt-optimizer", "adapt", "adapt-logits"} <= set(t.index):
+    if not {"float32-adapt-optimizer", "adapt"} <= set(t.index):
+        return ""
+    base = "float32 (corrected)" if any(r["arm"] == "float32 (corrected)" for r in logits) else "float32"
+    u = arm_table(records, ["adapt-logits", "adapt (corrected)"], baseline=base).set_index("arm")
+    if "adapt-logits" not in u.index:
         return ""
 
-    def part(arm, col):
-        r = t.loc[arm]
+    def part(table, arm, col):
+        r = table.loc[arm]
         lo, hi = r[f"{col}_low"], r[f"{col}_high"]
         return f"{format_interval(r[col], lo, hi, 2, True)} pp ({_SIDE[interval_reading(lo, hi)]})"
 
-    seeds = "/".join(str(int(n)) for n in sorted(set(t["seeds"])))
-    return ("**Where the accuracy difference comes from** (notebook 40 §4, " + seeds + " seeds per arm, LeNet-5 "
+    seeds = "/".join(str(int(n)) for n in sorted(set(t["seeds"]) | set(u["seeds"])))
+    text = ("**Where the accuracy difference comes from** (notebook 40 §4, " + seeds + " seeds per arm, LeNet-5 "
             "on mnist5k): AdaPT's optimizer alone, in float32 on the released LeNet-5 (which applies the loss to "
-            "softmax outputs, a double softmax), is " + part("float32-adapt-optimizer", "vs_baseline_pp") + " from the "
-            "float32 baseline; AdaPT's quantization and heuristic on top of that optimizer add "
-            + part("adapt", "vs_versus_pp") + "; the same AdaPT on a LeNet-5 that returns logits is "
-            + part("adapt-logits", "vs_baseline_pp") + " from the float32 baseline.")
+            "softmax outputs, a double softmax), is " + part(t, "float32-adapt-optimizer", "vs_baseline_pp") + " from "
+            "the float32 baseline; AdaPT's quantization and heuristic on top of that optimizer add "
+            + part(t, "adapt", "vs_versus_pp") + ". ")
+    if base == "float32 (corrected)":
+        text += ("On a LeNet-5 that returns logits, against float32 on that LeNet-5: the reference AdaPT is "
+                 + part(u, "adapt-logits", "vs_baseline_pp"))
+        if "adapt (corrected)" in u.index:
+            text += ", the corrected AdaPT " + part(u, "adapt (corrected)", "vs_baseline_pp")
+        return text + "."
+    return text + ("The reference AdaPT on a LeNet-5 that returns logits is " + part(u, "adapt-logits", "vs_baseline_pp")
+                   + " from the float32 baseline.")
 
 
 def verdict_block(mnist_records: Sequence[dict], digit_records: Sequence[dict],
@@ -468,7 +500,7 @@ def verdict_block(mnist_records: Sequence[dict], digit_records: Sequence[dict],
     decomposition's records, :func:`why_line`."""
     claims = claims_table({"mnist5k": mnist_records, "digits": digit_records}, arm="adapt (reference)",
                           baseline="float32")
-    why = why_line(decomposition_records)
+    why = why_line(decomposition_records, mnist_records)
     return ("AdaPT (the released heuristic) against its float32 baseline; mean over seeds with its 95 % interval "
             "(a difference: Welch's), the released cost model; *holds* / *does not hold*: the whole interval on one "
             "side of the claimed value, *inconclusive*: the interval contains it.\n\n" + claims_markdown(claims)

@@ -58,8 +58,8 @@ FLOAT32_CONFIG = "mnist5k/float32/lenet5/mnist5k"
 SEEDS = (0, 1, 2, 3, 4)
 
 #: The lookback bounds swept (each with the other bound at the config's value).
-MAX_LOOKBACKS = (25, 50, 100, 150)
-MIN_LOOKBACKS = (5, 10, 25)
+MAX_LOOKBACKS = (25, 50, 100, 150, 300)
+MIN_LOOKBACKS = (5, 10, 25, 50, 100)
 
 #: Sub-folder of the results root that holds the decomposition's records.
 SUBDIR = "decomposition"
