@@ -93,14 +93,14 @@ ifeq ($(PROFILE),smoke)
 endif
 
 # smoke also re-executes the teaching notebooks 01 and 02, whose figures the README lists too
-# (02 trains a float32 AlexNet for 3 epochs on digits: about half a minute), and 22 (the SDM
-# additions, from the mnist5k records).  Other profiles write their tables and executed notebooks
+# (02 trains a float32 AlexNet for 3 epochs on digits: about half a minute), 22 (the SDM
+# additions, from the mnist5k records) and 40 (the verdict: mnist5k, smoke, decomposition, cross-check).  Other profiles write their tables and executed notebooks
 # to results/<profile>/; mnist5k also its figures (results/mnist5k/figures/), so that figures/
 # holds only what the README lists.
 figures: $(STAMP) ## regenerate the tables and figures of PROFILE from existing records (no training)
 ifeq ($(PROFILE),smoke)
 	$(PY) tools/notebooks.py run notebooks/01-fixed-point-quantization.ipynb notebooks/02-precision-heuristic.ipynb \
-		$(ANALYSIS) notebooks/22-sdm.ipynb
+		$(ANALYSIS) notebooks/22-sdm.ipynb notebooks/40-replication.ipynb
 	$(PY) tools/update_readme.py
 else ifeq ($(PROFILE),mnist5k)
 	$(PY) tools/notebooks.py run $(ANALYSIS) --out results/mnist5k/notebooks -p profile mnist5k \
