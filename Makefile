@@ -24,6 +24,13 @@ STAMP = $(VENV)/.installed
 .DEFAULT_GOAL := help
 .PHONY: help setup test unit notebooks-test reproduce grid figures notebooks clean
 
+# Threads per training process in `make reproduce` and `make grid`.  The committed records were trained
+# with one (their `environment.thread_env` says so); a record is bit-exact only at the thread count that
+# made it (docs/reproducibility.md), and on a small or shared CPU one thread per process is also the
+# fastest (docs/running.md).
+THREADS ?= 1
+TRAIN_ENV = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) NUMBA_NUM_THREADS=$(THREADS)
+
 # Which grid `make grid` and `make figures` work on: smoke (digits, CPU, minutes), mnist5k (LeNet-5 on
 # 5,000 real MNIST images, CPU, minutes), quick (a CIFAR subset, about an hour on a laptop CPU), paper
 # (the official CIFAR protocol, a GPU) or sdm (the SDM paper's MNIST, Fashion-MNIST and EMNIST configs,
@@ -35,7 +42,7 @@ help: ## list the targets
 	@echo "adapt: make targets"
 	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) | \
 		awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "variables: PYTHON=$(PYTHON) (interpreter that creates $(VENV)), TESTS=$(TESTS), PYTEST_ARGS=$(PYTEST_ARGS)"
+	@echo "variables: PYTHON=$(PYTHON) (interpreter that creates $(VENV)), TESTS=$(TESTS), PYTEST_ARGS=$(PYTEST_ARGS), THREADS=$(THREADS) (per training process)"
 
 setup: $(STAMP) ## create .venv with the pinned torch stack and install adapt (editable, with test and notebook extras)
 
@@ -76,7 +83,7 @@ notebooks-test: $(STAMP) ## execute all notebooks (papermill) and check their co
 # retrains runs already finished in reproduced/.  The committed results/ are only read.
 REPRODUCED = reproduced
 reproduce: $(STAMP) ## retrain the mnist5k runs (seed 0 of each method) into reproduced/, compare them with the committed records, draw their tables and figures
-	$(PY) -m adapt reproduce mnist5k --results $(REPRODUCED) $(if $(FORCE),--force,)
+	$(TRAIN_ENV) $(PY) -m adapt reproduce mnist5k --results $(REPRODUCED) $(if $(FORCE),--force,)
 	ADAPT_RESULTS=$(CURDIR)/$(REPRODUCED) ADAPT_FIGURES=$(CURDIR)/$(REPRODUCED)/figures \
 		$(PY) tools/notebooks.py run $(ANALYSIS) notebooks/22-sdm.ipynb --out $(REPRODUCED)/notebooks -p profile mnist5k
 	@echo "your runs: $(REPRODUCED)/mnist5k/, their tables: $(REPRODUCED)/mnist5k/tables/, figures: $(REPRODUCED)/figures/, notebooks: $(REPRODUCED)/notebooks/"
@@ -86,10 +93,10 @@ reproduce: $(STAMP) ## retrain the mnist5k runs (seed 0 of each method) into rep
 # smoke and mnist5k grids run on a CPU in minutes; quick needs CIFAR (a download) and an hour; paper
 # and sdm a GPU (docs/running.md).  PROFILE=smoke also reruns notebook 30's ablation.
 grid: $(STAMP) ## train the PROFILE grid into results/ (FORCE=1 retrains finished points), then draw its tables and figures
-	$(PY) -m adapt grid $(PROFILE) --results results $(if $(FORCE),--force,)
+	$(TRAIN_ENV) $(PY) -m adapt grid $(PROFILE) --results results $(if $(FORCE),--force,)
 	$(MAKE) --no-print-directory figures PROFILE=$(PROFILE)
 ifeq ($(PROFILE),smoke)
-	$(PY) tools/notebooks.py run notebooks/30-ablation.ipynb $(if $(FORCE),-p retrain true,)
+	$(TRAIN_ENV) $(PY) tools/notebooks.py run notebooks/30-ablation.ipynb $(if $(FORCE),-p retrain true,)
 endif
 
 # smoke also re-executes the teaching notebooks 01 and 02, whose figures the README lists too
