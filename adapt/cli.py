@@ -37,7 +37,7 @@ from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, grid, select, shard
-from adapt.experiments.runner import print_status, run_grid, run_workers, train_point
+from adapt.experiments.runner import PreflightError, print_status, run_grid, run_workers, train_point
 from adapt.records import FINISHED
 
 __all__ = ["main", "parse_sets"]
@@ -225,8 +225,12 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
             print(f"{len(submitted)} job(s) submitted; follow them with: {prog} {args.profile} --status"
                   + (f" --results {results}" if results is not None else ""))
         return 0
-    frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
-                     notebook=args.notebook, progress=not args.quiet)
+    try:
+        frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
+                         notebook=args.notebook, progress=not args.quiet)
+    except PreflightError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     bad = frame[frame["status"].isin(["failed", "stale"])]
     if len(bad):
         print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)
@@ -351,7 +355,7 @@ def _reproduce(args) -> int:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
         rows = reproduce.reproduce(args.profile, seeds, _cli_path(args.results), _cli_path(args.against),
                                    executor=args.executor, force=args.force)
-    except ValueError as exc:
+    except (ValueError, PreflightError) as exc:
         print(f"adapt reproduce: {exc}", file=sys.stderr)
         return 2
     bad = reproduce.failed(rows)

@@ -342,6 +342,9 @@ class Training:
             self.record["policy_class"] = f"{type(policy).__module__}.{type(policy).__qualname__}"
         self.start_epoch, self.step, self.elapsed_before = 0, 0, 0.0
         self.l1 = None
+        #: Whether this call has written its record yet: until it has, a finished record that a forced
+        #: run replaces stays as it is, also when the forced run fails (:meth:`record_failure`).
+        self.written = False
 
     @classmethod
     def start(cls, config, device, out_dir=None, run_info=None, policy=None, resume: bool = False) -> "Training":
@@ -458,22 +461,33 @@ class Training:
         if self.record_path is not None:
             self._summarize(RUNNING, "")
             write_running_record(self.record_path, self.record, self.journal)
+            self.written = True
 
     def finish(self, status: str, message: str) -> dict:
         """The final record, written whole; a finished run's journal is deleted (the record holds it all)."""
         self._summarize(status, message)
         if self.record_path is not None:
             atomic_write_json(self.record_path, self.record)
+            self.written = True
             if status in FINISHED and self.journal is not None:
                 self.journal.remove()  # the record now holds all of it, and a finished run is never resumed
         return self.record
 
     def record_failure(self, exc: BaseException) -> None:
-        """The record says ``failed`` with the exception's message (its epochs so far kept)."""
+        """The record says ``failed`` with the exception's message (its epochs so far kept).
+
+        Until this call has written its record, a finished record (or one of another config) that a
+        forced run was to replace is left as it is: a forced run that fails before it has trained an
+        epoch loses nothing (the finished result is worth more than a record of the failure, which
+        the exception reports anyway).
+        """
         if self.record_path is None:
+            return
+        if not self.written and run_state(self.record_path.parent, self.config.to_dict()).kind in ("finished", "stale"):
             return
         self.record.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", finished=utc_now())
         atomic_write_json(self.record_path, self.record)
+        self.written = True
 
     def _summarize(self, status: str, message: str) -> None:
         record = self.record

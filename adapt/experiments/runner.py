@@ -47,6 +47,8 @@ from typing import Iterable, Optional, Sequence, Union
 import pandas as pd
 
 from adapt import paths, train
+from adapt.data.base import DatasetNotAvailable
+from adapt.data.datasets import load_dataset
 from adapt.experiments import claims
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, failure_record, grid, select
 from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, atomic_write_json, read_record, run_state, utc_now
@@ -55,7 +57,7 @@ from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, ato
 #: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
-__all__ = ["KERNEL_ARGUMENTS", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
+__all__ = ["KERNEL_ARGUMENTS", "PreflightError", "preflight", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
 
 
@@ -103,6 +105,46 @@ def failure_message(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- running
+class PreflightError(RuntimeError):
+    """What every point of a run would fail on (the device, a data set), found before any point ran."""
+
+
+def preflight(points: Sequence[GridPoint], results_root=None, force: bool = False, device=None) -> list:
+    """Check the device and the data sets of the points that will train, once, before any of them runs.
+
+    Checked per point at run time instead, an unusable device or a data set that is not there
+    fails every point one after the other, each writing a failure record (and, with ``force``,
+    each rerun of a finished point started for nothing).  Points already finished are not
+    counted unless ``force`` (an offline rerun of a finished grid needs no data).  Returns the
+    names of the data sets checked; raises :class:`PreflightError` (one message: what is wrong,
+    that nothing was run or written, and what to do) otherwise.  ``device`` as
+    :func:`adapt.train.pick_device` takes it (default ``$ADAPT_DEVICE``, else the best available).
+    """
+    todo = []
+    for p in points:
+        try:
+            config = p.config()
+        except ValueError:  # an invalid override: that point's own run says so
+            continue
+        if force or run_state(p.out_dir(results_root), config.to_dict()).kind != "finished":
+            todo.append(config)
+    if not todo:
+        return []
+    nothing = "no point was run and no record was changed"
+    try:
+        train.pick_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise PreflightError(f"{exc}; {nothing}") from None
+    names = list(dict.fromkeys(c.dataset for c in todo))
+    for name in names:
+        try:
+            load_dataset(name)
+        except DatasetNotAvailable as exc:
+            raise PreflightError(f"data set {name!r}, needed by {sum(c.dataset == name for c in todo)} point(s), "
+                                 f"is not available ({nothing}):\n{exc}") from None
+    return names
+
+
 def train_point(config_name: str, variant: str = "reference", seed: int = 0, fold: int = 0,
                 results_root=None, force: bool = False, overrides: Optional[dict] = None,
                 progress: bool = True, device=None, **train_kwargs) -> dict:
@@ -256,8 +298,12 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     ``only``: exact run ids; ``match``: shell-style patterns (:func:`select`).  With
     ``verbose``, a line is printed when a point starts, one per epoch while it trains
     (``progress``, default: ``verbose``), and one when it ends.
+
+    The device and the data sets are checked once before the first point (:func:`preflight`):
+    :class:`PreflightError` when they are unusable, and nothing is run or written.
     """
     pts = select(list(points) if points is not None else grid(profile), only, match)
+    preflight(pts, results_root, force)
     progress = verbose if progress is None else progress
     rows = []
     width = len(str(len(pts)))

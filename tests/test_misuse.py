@@ -1,0 +1,79 @@
+"""Nothing lost, whatever the user does (issue 23): forced reruns, late validation, backup copies in the
+results, custom runs, interrupts, rebuilt records, read-only folders.
+
+Each test reproduces what a user (or a hostile tester) did and checks what is left on disk and what was
+said.  Training is faked where the failure comes before training; real tiny runs (digits, 200 images,
+batch 64) where the files a run leaves matter.
+"""
+import json
+
+import pytest
+
+import adapt.train
+from adapt.cli import grid_main, main as cli_main
+from adapt.experiments import grid as G
+from adapt.experiments import runner as R
+from adapt.records import SCHEMA, atomic_write_json, load_record
+
+NAME = "smoke/float32/alexnet_cifar/digits"
+TINY = {"batch_size": 64, "epochs": 2, "subset": 200}
+
+
+def finished_record(point, acc=0.8, epochs=2):
+    """A completed record of ``point`` (as a finished grid run leaves it)."""
+    cfg = point.config()
+    return {"schema": SCHEMA, "name": cfg.name, "run_id": point.run_id, "overrides": point.override_dict,
+            "status": "completed", "config": cfg.to_dict(), "environment": {},
+            "epochs": [{"epoch": e, "test_acc": acc} for e in range(epochs)], "traces": {},
+            "final": {"epochs_run": epochs, "final_test_acc": acc}, "policy": {}, "wall_time_s": 1.0,
+            "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00", "message": ""}
+
+
+def put_finished(point, root, **kw) -> tuple:
+    path = point.out_dir(root) / "record.json"
+    atomic_write_json(path, finished_record(point, **kw))
+    return path, path.read_bytes()
+
+
+# ----------------------------------------------------------------------------- 1. --force
+def test_a_forced_run_that_fails_before_its_first_epoch_keeps_the_finished_record(tmp_path, monkeypatch):
+    point = G.GridPoint(NAME, overrides=TINY)
+    path, before = put_finished(point, tmp_path)
+
+    def boom(self, epoch):
+        raise RuntimeError("out of memory in epoch 0")
+
+    monkeypatch.setattr(adapt.train.Training, "train_epoch", boom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        R.train_point(NAME, results_root=tmp_path, overrides=TINY, force=True, progress=False, device="cpu")
+    assert path.read_bytes() == before
+    row = R.run_point(point, tmp_path, executor="inline", force=True)
+    assert row["status"] == "failed" and "out of memory" in row["message"] and "is kept" in row["message"]
+    assert path.read_bytes() == before  # the grid's forced rerun too
+    assert load_record(path)["status"] == "completed"
+
+
+def test_forced_grid_checks_device_and_data_once_before_any_point(tmp_path, monkeypatch, capsys):
+    # quick's CIFAR-10 points with a data root that is a file: the data set cannot be had (offline, no download)
+    bad_root = tmp_path / "not-a-folder"
+    bad_root.write_text("")
+    monkeypatch.setenv("ADAPT_DATA", str(bad_root))
+    monkeypatch.setenv("ADAPT_DEVICE", "cpu")  # grid_main sets it from --device: restored after the test
+    ran = []
+    monkeypatch.setattr(adapt.train, "run", lambda *a, **kw: ran.append(a))
+    pts = [p for p in G.grid("quick") if p.dataset == "cifar10" and p.model == "alexnet_cifar"]
+    kept = {p.run_id: put_finished(p, tmp_path) for p in pts}
+    args = ["quick", "--executor", "inline", "--results", str(tmp_path), "--match", "*-alexnet_cifar-cifar10-*"]
+    assert grid_main(args + ["--force"]) == 2
+    err = capsys.readouterr().err
+    assert "'cifar10'" in err and "no point was run and no record was changed" in err
+    assert not ran and all(path.read_bytes() == data for path, data in kept.values())
+    # without --force every point is finished: nothing needs the data, nothing fails
+    assert grid_main(args) == 0 and not ran
+
+    # a device that is not there (no CUDA here): refused once, before the loop
+    monkeypatch.setattr(adapt.train.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ADAPT_DATA", str(tmp_path / "data"))
+    assert grid_main(args + ["--force", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not ran and all(path.read_bytes() == data for path, data in kept.values())
