@@ -36,7 +36,7 @@ from adapt.experiments import cluster, decomposition, reproduce
 from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
-from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, grid, select, shard
+from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, grid, select, shard
 from adapt.experiments.runner import PreflightError, print_status, run_grid, run_workers, train_point
 from adapt.records import FINISHED
 
@@ -78,8 +78,7 @@ def parse_sets(items: Sequence[str], config_name: str) -> dict:
 def _run(args) -> int:
     try:
         overrides = parse_sets(args.set or [], args.config)
-        point = GridPoint(args.config, args.variant, args.seed, args.fold, overrides)
-        point.config()  # validate before anything is written
+        point, = check_points([GridPoint(args.config, args.variant, args.seed, args.fold, overrides)])
     except ValueError as exc:
         print(f"adapt run: {exc}", file=sys.stderr)
         return 2
@@ -187,6 +186,7 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
         if args.set:
             pts = [GridPoint(p.config_name, p.variant, p.seed, p.fold, parse_sets(args.set, p.config_name))
                    for p in pts]
+        check_points(pts)  # every value, before anything is listed, run or written (as adapt run does)
     except ValueError as exc:
         parser.error(str(exc))
     results = _cli_path(args.results)
@@ -236,6 +236,9 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
         print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)
         if args.strict:
             return 1
+    if len(frame) and (frame["status"] == "failed").all():  # nothing to analyse: not a success, --strict or not
+        print(f"{prog}: every point failed ({len(frame)}); their records say why", file=sys.stderr)
+        return 1
     return 0
 
 

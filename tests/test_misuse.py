@@ -10,7 +10,7 @@ import json
 import pytest
 
 import adapt.train
-from adapt.cli import grid_main, main as cli_main
+from adapt.cli import grid_main, main as cli_main, parse_sets
 from adapt.experiments import grid as G
 from adapt.experiments import runner as R
 from adapt.records import SCHEMA, atomic_write_json, load_record
@@ -77,3 +77,41 @@ def test_forced_grid_checks_device_and_data_once_before_any_point(tmp_path, monk
     assert grid_main(args + ["--force", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
     assert not ran and all(path.read_bytes() == data for path, data in kept.values())
+
+
+# ----------------------------------------------------------------------------- 5. validation
+ADAPT = "smoke/adapt/alexnet_cifar/digits"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--set", "policy.min_lookback=1000"], "min_lookback (1000) must be <= max_lookback (100)"),
+    (["--set", "policy.min_lookback=abc"], "min_lookback"),
+    (["--set", "policy.push_up_strategy=bogus"], "push_up_strategy must be one of ('min', 'mean', 'max'), got 'bogus'"),
+    (["--seed", str(2**32)], "'seed' must be an integer in [0, 4294967295]"),
+    (["--set", "lr=abc"], "'lr' must be a finite number > 0, got 'abc'"),
+])
+def test_adapt_run_and_adapt_grid_reject_a_bad_value_before_anything_is_written(tmp_path, monkeypatch, capsys,
+                                                                                  argv, says):
+    monkeypatch.setattr(adapt.train, "run", lambda *a, **kw: pytest.fail("trained with a bad value"))
+    assert cli_main(["run", ADAPT, "--results", str(tmp_path), *argv]) == 2
+    assert says in capsys.readouterr().err
+    sets = [a for a in argv if a != "--set"] if "--set" in argv else None
+    if sets:  # the same values in adapt grid --set: refused before listing, running or writing
+        for extra in (["--list"], ["--executor", "inline"]):
+            with pytest.raises(SystemExit) as stop:
+                grid_main(["smoke", "--results", str(tmp_path), "--match", "adapt-*", "--set", *sets, *extra])
+            assert stop.value.code == 2 and says in capsys.readouterr().err
+        with pytest.raises(ValueError, match="must be"):  # and from Python, before the first point
+            R.run_grid(points=[G.GridPoint(ADAPT, overrides=parse_sets(sets, ADAPT))], results_root=tmp_path,
+                       executor="inline")
+    assert not any(tmp_path.iterdir())  # no run folder, no failure record
+
+
+def test_a_grid_whose_points_all_failed_exits_non_zero(tmp_path, monkeypatch, capsys):
+    def boom(config, **kw):
+        raise RuntimeError(f"boom (seed {config.seed})")
+
+    monkeypatch.setattr(adapt.train, "run", boom)
+    args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-resnet20-*"]
+    assert grid_main(args) == 1
+    assert "every point failed (2)" in capsys.readouterr().err

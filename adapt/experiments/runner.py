@@ -50,7 +50,7 @@ from adapt import paths, train
 from adapt.data.base import DatasetNotAvailable
 from adapt.data.datasets import load_dataset
 from adapt.experiments import claims
-from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, failure_record, grid, select
+from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, failure_record, grid, select
 from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, atomic_write_json, read_record, run_state, utc_now
 
 #: Extra arguments of every kernel this package starts: its log at ERROR, so that ipykernel's "Kernel is
@@ -299,10 +299,11 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     ``verbose``, a line is printed when a point starts, one per epoch while it trains
     (``progress``, default: ``verbose``), and one when it ends.
 
-    The device and the data sets are checked once before the first point (:func:`preflight`):
-    :class:`PreflightError` when they are unusable, and nothing is run or written.
+    Every point's values are checked first (:func:`adapt.experiments.grid.check_points`: ``ValueError``),
+    then the device and the data sets, once (:func:`preflight`: :class:`PreflightError`); either way
+    nothing is run or written.
     """
-    pts = select(list(points) if points is not None else grid(profile), only, match)
+    pts = check_points(select(list(points) if points is not None else grid(profile), only, match))
     preflight(pts, results_root, force)
     progress = verbose if progress is None else progress
     rows = []
