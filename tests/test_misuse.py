@@ -115,3 +115,30 @@ def test_a_grid_whose_points_all_failed_exits_non_zero(tmp_path, monkeypatch, ca
     args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-resnet20-*"]
     assert grid_main(args) == 1
     assert "every point failed (2)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 2. copies and symlinks
+def test_the_tables_read_each_run_once_and_name_the_copies_and_symlinks(tmp_path):
+    import shutil
+
+    from adapt.analysis.tables import accuracy_table, load_profile
+
+    smoke = tmp_path / "smoke"
+    pts = [p for p in G.grid("smoke") if p.method == "float32" and p.model == "alexnet_cifar"]  # seeds 0 and 1
+    for p in pts:
+        put_finished(p, tmp_path, acc=0.9 + p.seed / 100)
+    s0 = pts[0].out_dir(tmp_path)
+    shutil.copytree(s0, smoke / (s0.name + ".bak"))                      # a backup copy of a run folder
+    shutil.copytree(s0, smoke / "old" / s0.name)                         # an old copy inside the results
+    (smoke / "link-to-s0").symlink_to(s0, target_is_directory=True)      # a symlinked folder
+    (smoke / "elsewhere").mkdir()
+    (smoke / "elsewhere" / "record.json").symlink_to(s0 / "record.json")  # a symlinked record
+
+    data = load_profile("smoke", tmp_path)
+    assert sorted(r["config"]["seed"] for r in data.records) == [0, 1] and not data.others
+    row = accuracy_table(data.records).iloc[0]
+    assert row["runs"] == 2 and row["acc_mean_pct"] == pytest.approx(90.5)
+    text = data.summary()
+    assert "2 grid records" in text and "4 other record files not read" in text
+    for name in (s0.name + ".bak", "old/" + s0.name, "link-to-s0", "elsewhere/record.json"):
+        assert name in text, name
