@@ -142,3 +142,35 @@ def test_the_tables_read_each_run_once_and_name_the_copies_and_symlinks(tmp_path
     assert "2 grid records" in text and "4 other record files not read" in text
     for name in (s0.name + ".bak", "old/" + s0.name, "link-to-s0", "elsewhere/record.json"):
         assert name in text, name
+
+
+# ----------------------------------------------------------------------------- 3. custom runs beside the grid
+def test_the_readme_example_custom_run_changes_nothing_the_readme_tests_check(tmp_path):
+    """`adapt run smoke/adapt/alexnet_cifar/digits --set lr=0.001 epochs=2 --seed 3` writes into results/smoke/:
+    the README's block and tests/test_readme.py's checks, run on a copy of the results with it, see what they
+    see without it."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from adapt.analysis.tables import README_BEGIN, README_END, readme_block
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("readme_checks", root / "tests" / "test_readme.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    shutil.copytree(root / "results" / "smoke", tmp_path / "smoke", ignore=shutil.ignore_patterns("tables"))
+    custom = G.GridPoint(ADAPT, seed=3, overrides={"lr": 0.001, "epochs": 2})
+    put_finished(custom, tmp_path, acc=0.1)
+    assert (tmp_path / "smoke" / custom.run_id / "record.json").exists()
+
+    records = checks.grid_records(tmp_path)
+    checks.assert_one_record_per_point(records)
+    readme = (root / "README.md").read_text()
+    start, end = readme.index(README_BEGIN) + len(README_BEGIN), readme.index(README_END)
+    assert readme[start:end].strip() == readme_block(records).strip()
+    # what tools/update_readme.py hands the block: every valid record of results/smoke, the custom run too
+    from adapt.analysis.tables import load_profile
+    data = load_profile("smoke", tmp_path)
+    assert [r["run_id"] for r in data.others] == [custom.run_id]
+    assert readme_block(data.records + data.others).strip() == readme[start:end].strip()

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, accuracy_table, figures_frame, plural,
-                                          run_id, run_method, runs_frame, select_records, speedup_table, status_counts)
+                                          run_method, runs_frame, select_records, speedup_table, status_counts)
 from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
-from adapt.analysis.tables.profile import failures_table, other_run_reason, other_runs_note
+from adapt.analysis.tables.profile import failures_table
 from adapt.experiments.grid import split_records
 from adapt.heuristic import VARIANT_OPTIONS
 from adapt.records import COMPLETED
@@ -320,17 +320,17 @@ README_END = "<!-- results:end -->"
 def readme_block(records: Sequence[dict], profile: str = "smoke") -> str:
     """The README's results section body: accuracy and headline tables computed from ``records``.
 
-    Only the grid records of ``profile`` enter the tables; the others (custom runs, ...)
-    are named below the first line.  Without a completed run the block says so and
-    lists the failures with their messages.  ``tools/update_readme.py`` writes it
+    Only the grid records of ``profile`` enter the block, and the others (custom runs, off-grid
+    seeds) are not named in it: the block describes the committed grid, and a user's own runs
+    in ``results/<profile>/`` must change neither the README (``make figures`` would publish
+    them) nor what tests/test_readme.py checks.  The analysis notebooks name them
+    (:meth:`adapt.analysis.tables.ProfileRecords.summary`).  Without a completed run the block
+    says so and lists the failures with their messages.  ``tools/update_readme.py`` writes it
     between :data:`README_BEGIN` and :data:`README_END`; tests/test_readme.py recomputes
     it from the committed records and checks that the README says exactly this.
     """
-    records, others = split_records(list(records), profile)
+    records = split_records(list(records), profile)[0]
     lines = [f"{len(records)} runs of the `{profile}` profile ({status_counts(records) or 'none'})."]
-    if others:
-        lines += ["", other_runs_note(others, profile), ""]
-        lines += [f"* `{run_id(r)}` ({r.get('status')}): {other_run_reason(r, profile)}" for r in others]
     completed = [r for r in records if r.get("status") == COMPLETED]
     if not completed:
         lines += ["", "**No completed runs.**" if records else "**No runs.**"]
