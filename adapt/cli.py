@@ -37,10 +37,13 @@ from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, grid, select, shard
-from adapt.experiments.runner import PreflightError, print_status, run_grid, run_workers, train_point
+from adapt.experiments.runner import Interrupted, PreflightError, print_status, run_grid, run_workers, train_point
 from adapt.records import FINISHED
 
-__all__ = ["main", "parse_sets"]
+__all__ = ["main", "parse_sets", "INTERRUPTED_EXIT"]
+
+#: The exit status after Ctrl-C (128 + SIGINT, what a shell reports for a process ended by it).
+INTERRUPTED_EXIT = 130
 
 
 def _value(text: str):
@@ -91,6 +94,9 @@ def _run(args) -> int:
     except PointClaimed as exc:
         print(f"adapt run: {exc}", file=sys.stderr)
         return 3
+    except Interrupted as exc:  # Ctrl-C: one line, not a traceback (the checkpoint is what matters)
+        print(f"adapt run: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as exc:  # the record says failed; the message says what to do
         print(f"adapt run: {point.run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -231,6 +237,9 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
     except PreflightError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     bad = frame[frame["status"].isin(["failed", "stale"])]
     if len(bad):
         print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)
@@ -370,12 +379,19 @@ def _reproduce(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["grid"]:
-        return grid_main(argv[1:], prog="adapt grid")
-    if argv[:1] == ["compare"]:
-        return compare_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if argv[:1] == ["grid"]:
+            return grid_main(argv[1:], prog="adapt grid")
+        if argv[:1] == ["compare"]:
+            return compare_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except Interrupted as exc:  # adapt reproduce
+        print(f"adapt: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:  # between runs: nothing was training
+        print("adapt: interrupted (no run was training; nothing lost)", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -174,3 +174,62 @@ def test_the_readme_example_custom_run_changes_nothing_the_readme_tests_check(tm
     data = load_profile("smoke", tmp_path)
     assert [r["run_id"] for r in data.others] == [custom.run_id]
     assert readme_block(data.records + data.others).strip() == readme[start:end].strip()
+
+
+# ----------------------------------------------------------------------------- 7. Ctrl-C and notebook parameters
+def ctrl_c_at_epoch(monkeypatch, at: int):
+    """Training raises KeyboardInterrupt (Ctrl-C) when epoch ``at`` starts."""
+    real = adapt.train.Training.train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == at:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(adapt.train.Training, "train_epoch", train_epoch)
+
+
+def test_ctrl_c_prints_one_line_saying_what_was_kept_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    point = G.GridPoint(NAME, overrides=TINY)
+    argv = ["run", NAME, "--set", "epochs=2", "subset=200", "batch_size=64", "--results", str(tmp_path),
+            "--device", "cpu"]
+    ctrl_c_at_epoch(monkeypatch, 1)
+    assert cli_main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("adapt run: interrupted: " + point.run_id + " keeps 1 of 2 epoch(s)")
+    assert err[0].endswith("run the same command again to resume") and "checkpoint.pt" in err[0]
+    monkeypatch.undo()
+    assert cli_main(argv) == 0
+    record = load_record(point.out_dir(tmp_path) / "record.json")
+    assert record["status"] == "completed" and len(record["epochs"]) == 2
+
+    # the grid: the point in progress, and how many were done before it
+    pts = [G.GridPoint(NAME, seed=s, overrides=TINY) for s in (0, 1)]
+    ctrl_c_at_epoch(monkeypatch, 0)
+    with pytest.raises(R.Interrupted, match=rf"interrupted: {pts[1].run_id} had not finished an epoch .*"
+                                            r"1 of 2 point\(s\) done before it; run the same command again"):
+        R.run_grid(points=pts, results_root=tmp_path, executor="inline", verbose=False)
+
+
+def test_the_training_notebook_refuses_unknown_parameters(tmp_path):
+    params = lambda **kw: dict({k: v for k, v in G.GridPoint(NAME).params(str(tmp_path)).items()}, **kw)
+    assert set(G.GridPoint(NAME, overrides=TINY).params()) <= set(R.NOTEBOOK_PARAMETERS)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) 'epochs' of the training notebook: it takes "
+                                         r"config_name, variant, seed, fold, results_root, force, overrides, device"):
+        R.notebook_parameters(params(epochs=1))
+    assert R.notebook_parameters(params(overrides='{"epochs": 1}'))["overrides"] == {"epochs": 1}
+    with pytest.raises(ValueError, match=r"overrides=\['epochs', 1\] must be a dict"):
+        R.notebook_parameters(params(overrides=["epochs", 1]))
+    with pytest.raises(ValueError, match="is not JSON"):
+        R.notebook_parameters(params(overrides="epochs=1"))
+
+    # the notebook itself, as papermill runs it: stops before training, nothing written
+    papermill = pytest.importorskip("papermill")
+    from pathlib import Path
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "10-train.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter.*'epochs'"):
+        papermill.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False,
+                                   parameters={"results_root": str(tmp_path / "res"), "epochs": 1},
+                                   cwd=str(nb.parent))
+    assert not (tmp_path / "res").exists()

@@ -30,8 +30,10 @@ fallback where no Jupyter kernel is available).
   grid goes on.  The record says so: :func:`adapt.train.run` marks a run that fails
   mid-training ``failed`` itself; a point that failed before its record existed gets
   a minimal record (:func:`adapt.experiments.grid.failure_record`, the same ``adapt.run/1`` schema, no
-  epochs) so the tables list it as failed.  ``KeyboardInterrupt`` is not caught:
-  the record stays ``running`` with its checkpoint, and the next run resumes it.
+  epochs) so the tables list it as failed.  ``KeyboardInterrupt`` (Ctrl-C, also inside the
+  papermill kernel) is not a failure: the record stays ``running`` with its checkpoint, the
+  next run resumes it, and :class:`Interrupted` carries the one line that says so
+  (:func:`interrupted_line`, printed by ``adapt run`` and ``adapt grid``).
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, ato
 #: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
-__all__ = ["KERNEL_ARGUMENTS", "PreflightError", "preflight", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
+__all__ = ["KERNEL_ARGUMENTS", "PreflightError", "preflight", "Interrupted", "interrupted_line", "NOTEBOOK_PARAMETERS",
+           "notebook_parameters", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
 
 
@@ -102,6 +105,84 @@ def failure_message(exc: BaseException) -> str:
     if len(text) > MESSAGE_LIMIT:
         text = text[:MESSAGE_LIMIT] + " [...]"
     return text or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- interrupts
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a point trained; ``str()`` is one line: what was kept and how to resume.
+
+    A ``KeyboardInterrupt`` still (whoever catches that catches this), so that a notebook or a
+    script stops as before; the command line prints the line instead of a traceback.
+    """
+
+
+def interrupted_line(point: GridPoint, results_root=None, done: Optional[int] = None,
+                     total: Optional[int] = None) -> str:
+    """What Ctrl-C left of ``point`` (read from its folder: :func:`adapt.records.run_state`) and how to resume.
+
+    ``done`` / ``total``: the grid's points finished before it (said too).  Only the epoch in
+    progress is lost: every finished epoch is in the checkpoint, and the same command resumes
+    from it with exactly the numbers of an uninterrupted run.
+    """
+    out_dir = point.out_dir(results_root)
+    try:
+        state = run_state(out_dir, point.config().to_dict())
+    except ValueError:
+        state = run_state(out_dir)
+    epochs = len((state.record or {}).get("epochs") or [])
+    try:
+        of = f" of {point.config().epochs}"
+    except ValueError:
+        of = ""
+    where = paths.display(out_dir)
+    if state.kind == "finished":
+        kept = f"{point.run_id} is {state.status} in {where} (nothing lost)"
+    elif state.kind == "resumable" and epochs:
+        kept = f"{point.run_id} keeps {epochs}{of} epoch(s) in {where} (checkpoint.pt; the epoch in progress is lost)"
+    else:
+        kept = f"{point.run_id} had not finished an epoch (nothing of it kept)"
+    grid_part = f"; {done} of {total} point(s) done before it" if total is not None else ""
+    return f"interrupted: {kept}{grid_part}; run the same command again to resume"
+
+
+# ----------------------------------------------------------------------------- the training notebook's parameters
+#: The parameters of the training notebook (notebooks/10-train.ipynb's parameters cell; :meth:`GridPoint.params`).
+NOTEBOOK_PARAMETERS = ("config_name", "variant", "seed", "fold", "results_root", "force", "overrides", "device")
+
+#: The other names the training notebook's cells define (so that rerunning them by hand is not taken for
+#: an unknown parameter), and those IPython puts in every namespace.
+_NOTEBOOK_NAMES = ("pd", "GridPoint", "train_point", "notebook_parameters", "params", "point", "config", "record",
+                   "history", "In", "Out", "get_ipython", "exit", "quit", "open")
+
+
+def notebook_parameters(namespace: dict) -> dict:
+    """The training notebook's parameters from its namespace (``globals()``), checked; ``ValueError`` otherwise.
+
+    papermill only warns about a parameter the notebook does not have (``-p epochs 1``) and runs
+    the notebook with its defaults, whose committed record then looks like the result: a name
+    that is not one of :data:`NOTEBOOK_PARAMETERS` is an error here, listing them.  ``overrides``
+    given as a string (``-p overrides '{"epochs": 1}'``) is read as JSON; it must be a dict of
+    config fields (``None`` for none).
+    """
+    unknown = sorted(k for k in namespace if not k.startswith("_") and k not in NOTEBOOK_PARAMETERS
+                     and k not in _NOTEBOOK_NAMES)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(repr(k) for k in unknown)} of the training notebook: "
+                         f"it takes {', '.join(NOTEBOOK_PARAMETERS)}; config fields go in overrides, e.g. "
+                         f"-p overrides '{{\"epochs\": 1}}' (papermill -y 'overrides: {{epochs: 1}}')")
+    params = {k: namespace[k] for k in NOTEBOOK_PARAMETERS if k in namespace}
+    overrides = params.get("overrides")
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except ValueError as exc:
+            raise ValueError(f"parameter overrides={overrides!r} is not JSON ({exc}); expected a dict of config "
+                             f"fields, e.g. -p overrides '{{\"epochs\": 1}}'") from None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"parameter overrides={params.get('overrides')!r} must be a dict of config fields "
+                         f"(or None), e.g. {{\"epochs\": 1}}")
+    params["overrides"] = overrides
+    return params
 
 
 # ----------------------------------------------------------------------------- running
@@ -175,8 +256,13 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
         if state.kind == "finished" and not force and progress:
             print(f"[{point.run_id}] already {state.status} in {paths.display(out_dir)} (force=True retrains it)",
                   flush=True)
-        return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
-                         run_info=run_info, **train_kwargs)
+        try:
+            return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
+                             run_info=run_info, **train_kwargs)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            raise Interrupted(interrupted_line(point, results_root)) from None
 
 
 def _resolve_notebook(notebook) -> Path:
@@ -280,6 +366,8 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
                     raise RuntimeError(f"the run finished without writing {out_dir / 'record.json'}")
                 summary.update(status=record["status"], action="ran", message=record.get("message", ""))
             except Exception as exc:
+                if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel: not a failure
+                    raise Interrupted(interrupted_line(point, results_root)) from None
                 message = failure_message(exc)
                 record = _mark_failed(point, out_dir, message)
                 summary.update(status=FAILED, action="failed", message=record.get("message") or message)
@@ -310,8 +398,11 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     width = len(str(len(pts)))
     for i, p in enumerate(pts, 1):
         label = f"[{i:>{width}}/{len(pts)}]"
-        row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
-                        label=label)
+        try:
+            row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
+                            label=label)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_line(p, results_root, done=len(rows), total=len(pts))) from None
         rows.append(row)
         if verbose:
             lines = (row["message"] or "").splitlines() if row["status"] != COMPLETED else []
