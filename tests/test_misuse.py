@@ -233,3 +233,72 @@ def test_the_training_notebook_refuses_unknown_parameters(tmp_path):
                                    parameters={"results_root": str(tmp_path / "res"), "epochs": 1},
                                    cwd=str(nb.parent))
     assert not (tmp_path / "res").exists()
+
+
+# ----------------------------------------------------------------------------- 4. rebuilt records, checkpoints
+def no_training(monkeypatch):
+    monkeypatch.setattr(adapt.train.Training, "train_epoch",
+                        lambda self, epoch: pytest.fail(f"trained epoch {epoch}: the record should be written back"))
+
+
+def test_a_finished_run_whose_record_is_damaged_or_lost_is_written_back_without_training(tmp_path, monkeypatch):
+    point = G.GridPoint(NAME, overrides=TINY)
+    out = point.out_dir(tmp_path)
+    first = R.train_point(NAME, results_root=tmp_path, overrides=TINY, progress=False, device="cpu")
+    assert first["status"] == "completed" and (out / "journal.jsonl").exists()
+    whole = load_record(out / "record.json")
+    no_training(monkeypatch)
+
+    text = (out / "record.json").read_text()
+    (out / "record.json").write_text(text[: len(text) // 2])  # truncated
+    with pytest.warns(RuntimeWarning, match=r"record.json.corrupt; journal.jsonl holds the whole finished run"):
+        row = R.run_point(point, tmp_path, executor="inline")
+    assert row["status"] == "completed"
+    assert load_record(out / "record.json") == whole
+    assert (out / "checkpoint.pt").exists() and not (out / "checkpoint.pt.corrupt").exists()
+
+    (out / "record.json").unlink()  # lost
+    assert R.point_status(point, tmp_path)["state"] == "completed"
+    assert R.run_point(point, tmp_path, executor="inline")["status"] == "completed"
+    assert load_record(out / "record.json") == whole
+
+
+def test_a_loadable_checkpoint_is_never_called_corrupt_and_the_message_says_what_is_left(tmp_path, monkeypatch):
+    point = G.GridPoint(NAME, overrides=TINY)
+    out = point.out_dir(tmp_path)
+    R.train_point(NAME, results_root=tmp_path, overrides=TINY, progress=False, device="cpu")
+    (out / "journal.jsonl").unlink()  # as a finished run left it before its journal was kept
+    (out / "record.json").write_text('{"schema": "adapt.run/1", "na')
+    no_training(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="record.json.corrupt"):
+        with pytest.raises(adapt.train.CheckpointError) as err:
+            R.train_point(NAME, results_root=tmp_path, overrides=TINY, progress=False, device="cpu")
+    message = str(err.value)
+    assert "loads, but journal.jsonl" in message and "kept as checkpoint.pt.previous" in message
+    assert "No record is left (the unreadable one is record.json.corrupt)" in message
+    assert "corrupt" not in message.replace("record.json.corrupt", "")
+    assert (out / "checkpoint.pt.previous").exists() and not list(out.glob("checkpoint.pt.corrupt*"))
+
+
+def test_a_journal_deleted_while_the_run_trains_loses_no_epoch(tmp_path, monkeypatch):
+    point = G.GridPoint(NAME, overrides=dict(TINY, epochs=3))
+    out = point.out_dir(tmp_path)
+    real = adapt.train.Training.save
+
+    def save(self, epoch):
+        if epoch == 1:
+            (out / "journal.jsonl").unlink()
+        return real(self, epoch)
+
+    monkeypatch.setattr(adapt.train.Training, "save", save)
+    with pytest.warns(RuntimeWarning, match="deleted or changed while the run trained .*nothing is lost"):
+        record = R.train_point(NAME, results_root=tmp_path, overrides=point.override_dict, progress=False,
+                               device="cpu")
+    assert record["status"] == "completed" and len(record["epochs"]) == 3 and record["final"]["epochs_run"] == 3
+    on_disk = load_record(out / "record.json")
+    assert len(on_disk["epochs"]) == 3 and on_disk["final"]["epochs_run"] == 3
+    (out / "record.json").unlink()  # and the journal written again holds the whole run
+    monkeypatch.undo()
+    no_training(monkeypatch)
+    assert R.train_point(NAME, results_root=tmp_path, overrides=point.override_dict, progress=False,
+                         device="cpu") == on_disk
