@@ -38,7 +38,7 @@ from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, grid, select, shard
 from adapt.experiments.runner import Interrupted, PreflightError, print_status, run_grid, run_workers, train_point
-from adapt.records import FINISHED
+from adapt.records import FINISHED, ReadOnlyError
 
 __all__ = ["main", "parse_sets", "INTERRUPTED_EXIT"]
 
@@ -94,6 +94,9 @@ def _run(args) -> int:
     except PointClaimed as exc:
         print(f"adapt run: {exc}", file=sys.stderr)
         return 3
+    except ReadOnlyError as exc:  # nothing was written: one line, not a traceback
+        print(f"adapt run: {exc}", file=sys.stderr)
+        return 1
     except Interrupted as exc:  # Ctrl-C: one line, not a traceback (the checkpoint is what matters)
         print(f"adapt run: {exc}", file=sys.stderr)
         return INTERRUPTED_EXIT

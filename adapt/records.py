@@ -46,9 +46,9 @@ from adapt import __version__
 
 __all__ = [
     "SCHEMA", "RecordError", "JournalError", "RECORD", "CHECKPOINT", "JOURNAL", "TraceJournal", "read_journal",
-    "atomic_write_json", "atomic_save", "write_running_record", "environment_info", "load_record", "load_records",
+    "atomic_write_json", "atomic_write_text", "atomic_save", "write_running_record", "environment_info", "load_record", "load_records",
     "set_aside", "read_record", "jsonable", "RUNNING", "COMPLETED", "DIVERGED", "INTERRUPTED", "FAILED", "STATUSES",
-    "FINISHED", "RunState", "run_state", "utc_now", "finished_record", "leftovers",
+    "FINISHED", "RunState", "run_state", "utc_now", "finished_record", "leftovers", "ReadOnlyError", "check_writable",
 ]
 
 SCHEMA = "adapt.run/1"
@@ -118,6 +118,36 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+class ReadOnlyError(PermissionError):
+    """A folder that a run or a table would be written into but that this process cannot write.
+
+    The message is one line: which folder, why (read-only, not permitted) and what to do instead.
+    """
+
+
+def check_writable(folder, what: str = "write into it") -> Path:
+    """Raise :class:`ReadOnlyError` unless a file can be created in ``folder`` (or, while it does not exist,
+    in the nearest folder above it that does, where it would be created); returns that folder.
+
+    Tried, not guessed from permission bits: a temporary file is created and removed, so a read-only
+    mount, an immutable folder and a missing permission are all found, for any user.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ReadOnlyError(f"{existing} is a file, not a folder: cannot {what} ({folder})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".adapt-write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = folder if existing == folder else f"{existing} (where {folder} would be created)"
+        raise ReadOnlyError(f"{where} is read-only for this process ({exc.strerror or exc}): cannot {what}") from None
+    return existing
+
+
 def atomic_write_json(path, obj, indent: Optional[int] = 1) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (the old file or the new one, never a partial one).
 
@@ -126,6 +156,12 @@ def atomic_write_json(path, obj, indent: Optional[int] = 1) -> None:
     separators = (",", ":") if indent is None else None
     data = json.dumps(_sanitize(obj), indent=indent, separators=separators, default=_json_default,
                       allow_nan=False).encode()
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_json` does (tables, notes)."""
+    data = text.encode()
     _atomic_write(Path(path), lambda fh: fh.write(data))
 
 

@@ -302,3 +302,77 @@ def test_a_journal_deleted_while_the_run_trains_loses_no_epoch(tmp_path, monkeyp
     no_training(monkeypatch)
     assert R.train_point(NAME, results_root=tmp_path, overrides=point.override_dict, progress=False,
                          device="cpu") == on_disk
+
+
+# ----------------------------------------------------------------------------- 6. read-only results
+@pytest.fixture
+def read_only():
+    """Make a folder read-only for this process: permissions for a user, a read-only bind mount for root
+    (whom permissions do not stop); restored afterwards."""
+    import contextlib
+    import os
+    import stat
+    import subprocess
+
+    undo = []
+
+    def make(folder):
+        folder = str(folder)
+        if os.geteuid() != 0:
+            for dirpath, _, _ in os.walk(folder):
+                mode = os.stat(dirpath).st_mode
+                os.chmod(dirpath, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+                undo.append(lambda d=dirpath, m=mode: os.chmod(d, m))
+        else:
+            try:
+                subprocess.run(["mount", "--bind", folder, folder], check=True, capture_output=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                pytest.skip(f"running as root and cannot bind-mount read-only: {exc}")
+            undo.append(lambda: subprocess.run(["umount", folder], check=True))
+            subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True, capture_output=True)
+
+    yield make
+    for step in reversed(undo):
+        with contextlib.suppress(Exception):
+            step()
+
+
+def test_read_only_results_are_read_and_analysed_and_writing_says_in_one_line_what_is_read_only(
+        tmp_path, monkeypatch, capsys, read_only):
+    from adapt.analysis.plots import save_figure
+    from adapt.analysis.tables import accuracy_table, load_profile, save_tables
+    from matplotlib.figure import Figure
+
+    done = G.GridPoint(NAME)
+    put_finished(done, tmp_path)
+    (done.out_dir(tmp_path) / ".claim.lock").write_text("")  # as a finished run leaves it
+    monkeypatch.setattr(adapt.train, "run", lambda *a, **kw: pytest.fail("trained in a read-only folder"))
+    read_only(tmp_path)
+    with pytest.raises(OSError):
+        (tmp_path / "probe").write_text("")
+
+    # adapt run of the finished run: its record, no claim needed
+    assert cli_main(["run", NAME, "--results", str(tmp_path)]) == 0
+    assert "already completed" in capsys.readouterr().out
+    # a run that would have to be written: one line naming the folder, exit 1
+    assert cli_main(["run", NAME, "--seed", "1", "--results", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is read-only" in err[0] and "--results DIR" in err[0], err
+    # the grid: finished points skipped, --status read, points to train refused before the loop in one line
+    only = ["smoke", "--executor", "inline", "--results", str(tmp_path)]
+    assert grid_main(only + ["--only", done.run_id]) == 0
+    assert grid_main(["smoke", "--status", "--results", str(tmp_path), "--only", done.run_id]) == 0
+    assert "completed" in capsys.readouterr().out
+    assert grid_main(only + ["--match", "float32-alexnet_cifar-*"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is read-only" in err[0] and "no point was run" in err[0], err
+
+    # the analysis: read, computed, and the copies on disk skipped with one line each
+    data = load_profile("smoke", tmp_path)
+    assert [r["config"]["name"] for r in data.records] == [NAME]
+    acc = accuracy_table(data.records)
+    assert save_tables({"accuracy": acc}, tmp_path / "smoke" / "tables") == []
+    assert save_figure(Figure(), "accuracy", tmp_path / "figures") == []
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[0].startswith("tables not saved: ") and out[1].startswith("figure not saved: ")
+    assert all("read-only" in line for line in out)

@@ -53,7 +53,8 @@ from adapt.data.base import DatasetNotAvailable
 from adapt.data.datasets import load_dataset
 from adapt.experiments import claims
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, failure_record, grid, select
-from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, atomic_write_json, read_record, run_state, utc_now
+from adapt.records import (COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, ReadOnlyError, atomic_write_json,
+                           check_writable, read_record, run_state, utc_now)
 
 #: Extra arguments of every kernel this package starts: its log at ERROR, so that ipykernel's "Kernel is
 #: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
@@ -198,7 +199,8 @@ def preflight(points: Sequence[GridPoint], results_root=None, force: bool = Fals
     each rerun of a finished point started for nothing).  Points already finished are not
     counted unless ``force`` (an offline rerun of a finished grid needs no data).  Returns the
     names of the data sets checked; raises :class:`PreflightError` (one message: what is wrong,
-    that nothing was run or written, and what to do) otherwise.  ``device`` as
+    that nothing was run or written, and what to do) otherwise; a results folder this process cannot
+    write (someone else's, read-only) is found here too.  ``device`` as
     :func:`adapt.train.pick_device` takes it (default ``$ADAPT_DEVICE``, else the best available).
     """
     todo = []
@@ -212,6 +214,12 @@ def preflight(points: Sequence[GridPoint], results_root=None, force: bool = Fals
     if not todo:
         return []
     nothing = "no point was run and no record was changed"
+    for folder in dict.fromkeys(paths.results_root(results_root) / c.profile for c in todo):
+        try:
+            check_writable(folder, f"train into it ({nothing}); pass --results DIR (or set ${paths.RESULTS_ENV}) "
+                                   f"to a folder you can write; reading and analysing it works as it is")
+        except ReadOnlyError as exc:
+            raise PreflightError(str(exc)) from None
     try:
         train.pick_device(device)
     except (ValueError, RuntimeError) as exc:
@@ -244,11 +252,21 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
     What happens with what the folder holds (finished, resumable, stale ...) is
     :func:`adapt.train.run`'s decision.  The point is claimed for the call
     (:mod:`adapt.experiments.claims`): :class:`adapt.experiments.claims.PointClaimed` when
-    another process is training it.
+    another process is training it; :class:`adapt.records.ReadOnlyError` (one line) when the run
+    would have to be written into a folder this process cannot write.
     """
     point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
     out_dir = point.out_dir(results_root)
+    if not force:  # a finished run is read, not claimed: someone else's read-only results work too
+        state = run_state(out_dir, config.to_dict())
+        if state.kind == "finished":
+            if progress:
+                print(f"[{point.run_id}] already {state.status} in {paths.display(out_dir)} (force=True retrains it)",
+                      flush=True)
+            return state.record
+    check_writable(out_dir, f"train {point.run_id} into it; pass --results DIR (or set ${paths.RESULTS_ENV}) to a "
+                            f"folder you can write")
     out_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"run_id": point.run_id, "overrides": point.override_dict}
     with claims.claim(out_dir):

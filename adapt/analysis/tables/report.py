@@ -14,6 +14,7 @@ states a number its tables do not show.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
 from adapt.analysis.tables.profile import failures_table
 from adapt.experiments.grid import split_records
 from adapt.heuristic import VARIANT_OPTIONS
-from adapt.records import COMPLETED
+from adapt.records import COMPLETED, ReadOnlyError, atomic_write_text, check_writable
 
 __all__ = [
     "arm_label", "headline_note", "iso_note", "epochs_note", "reading_note", "TEST_SET_SIZES", "format_value", "to_markdown", "readme_numbers",
@@ -269,6 +270,30 @@ def to_markdown(frame: pd.DataFrame, floatfmt=".2f", index: bool = False,
 
 
 # ----------------------------------------------------------------------------- README
+def save_tables(frames: dict, folder) -> list:
+    """Write each frame as ``<name>.csv`` and ``<name>.md`` (:func:`to_markdown`) into ``folder``, atomically.
+
+    Returns the paths written.  A folder this process cannot write (someone else's results,
+    a read-only copy) is not an error: the tables have been computed and shown, only their copy
+    on disk is missing, so one line says which folder is read-only and nothing is written
+    (an analysis notebook then runs to its end).
+    """
+    folder = Path(folder)
+    try:
+        check_writable(folder, "save the tables there (they are shown above; point results_root at a folder "
+                               "you can write to keep a copy)")
+    except ReadOnlyError as exc:
+        print(f"tables not saved: {exc}")
+        return []
+    written = []
+    for name, frame in frames.items():
+        for path, text in ((folder / f"{name}.csv", frame.to_csv(index=False)),
+                           (folder / f"{name}.md", to_markdown(frame) + "\n")):
+            atomic_write_text(path, text)
+            written.append(path)
+    return written
+
+
 def readme_numbers(records: Sequence[dict], variants: Sequence[str] = ("reference", "corrected"),
                    profile: Optional[str] = None) -> dict:
     """The numbers the README quotes, flat ``{key: float}`` (a test checks the README against them).
