@@ -37,7 +37,8 @@ from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
 from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, grid, select, shard
-from adapt.experiments.runner import Interrupted, PreflightError, print_status, run_grid, run_workers, train_point
+from adapt.experiments.runner import (Interrupted, PreflightError, custom_points, print_status, prune_checkpoints,
+                                     run_grid, run_workers, train_point)
 from adapt.records import FINISHED, ReadOnlyError
 
 __all__ = ["main", "parse_sets", "INTERRUPTED_EXIT"]
@@ -158,6 +159,9 @@ def grid_parser(prog: str = "adapt grid") -> argparse.ArgumentParser:
     parser.add_argument("--status", action="store_true",
                         help="print the state of each selected point (queued, claimed, epoch k/n, completed, failed ...) "
                              "from the results folder and exit; works while other processes train")
+    parser.add_argument("--prune-checkpoints", action="store_true",
+                        help="delete the checkpoint.pt of the selected points that are finished (completed or "
+                             "diverged; their records hold everything the tables read) and exit")
     parser.add_argument("--quiet", action="store_true", help="print only one line per finished point")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a point failed or is stale (default: report and exit 0, "
@@ -183,6 +187,17 @@ def _cli_path(value) -> Optional[Path]:
     return None if value is None else Path(value).expanduser().resolve()
 
 
+def _custom_runs(args, results) -> list:
+    """The custom runs (and off-grid points) on disk in the profile's folder, as --match selects them."""
+    found = custom_points(args.profile, results)
+    if args.match:
+        import fnmatch
+
+        found = [p for p in found if any(fnmatch.fnmatchcase(p.run_id, m) or fnmatch.fnmatchcase(p.config_name, m)
+                                         for m in args.match)]
+    return found
+
+
 def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") -> int:
     """``adapt grid PROFILE [...]``: run, list or show the points of a profile's grid."""
     parser = grid_parser(prog)
@@ -204,8 +219,20 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
             print(f"{p.run_id}  {p.config_name}")
         print(f"{len(pts)} point(s)")
         return 0
+    if args.status or args.prune_checkpoints:  # the custom runs on disk too, unless the selection names points
+        on_disk = pts + ([] if args.set or args.only or args.shard else _custom_runs(args, results))
     if args.status:
-        print_status(pts, results)
+        print_status(on_disk, results)
+        return 0
+    if args.prune_checkpoints:
+        try:
+            removed = prune_checkpoints(on_disk, results)
+        except ReadOnlyError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        for path, _ in removed:
+            print(f"removed {paths.display(path)}")
+        print(f"{len(removed)} checkpoint(s) of finished runs removed, {sum(n for _, n in removed) / 1e6:.1f} MB")
         return 0
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]

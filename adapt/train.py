@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -272,7 +273,7 @@ def load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: Experi
             raise ValueError(f"not an adapt checkpoint (keys: {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__})")
     except Exception as exc:
         kept = set_aside(ckpt_path)
-        _checkpoint_failed(f"checkpoint {ckpt_path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); it was set aside as "
+        _checkpoint_failed(f"checkpoint {ckpt_path} cannot be loaded ({_load_problem(exc)}); it was set aside as "
                            f"{kept.name}", record_path, kept, exc)
     if "journal" in ckpt:
         try:
@@ -290,6 +291,22 @@ def load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: Experi
     if ckpt["config"] != config.to_dict():
         raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
     return ckpt, journal, snapshot
+
+
+def _load_problem(exc: BaseException) -> str:
+    """Why torch could not load a checkpoint, in one line, without torch's advice to load it with
+    ``weights_only=False`` (which runs whatever code a file of unknown origin holds)."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (f"it holds a {unsupported.group(1)} object, which no checkpoint adapt writes holds, and "
+                f"torch.load(weights_only=True) refuses it; do not load a file of unknown origin with weights_only=False")
+    if "Weights only load failed" in text:
+        return ("torch.load(weights_only=True) refuses it: it is not a checkpoint adapt wrote; do not load a file "
+                "of unknown origin with weights_only=False")
+    lines = text.strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def _checkpoint_failed(what: str, record_path: Optional[Path], kept: Path, exc: BaseException) -> None:

@@ -376,3 +376,53 @@ def test_read_only_results_are_read_and_analysed_and_writing_says_in_one_line_wh
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[0].startswith("tables not saved: ") and out[1].startswith("figure not saved: ")
     assert all("read-only" in line for line in out)
+
+
+# ----------------------------------------------------------------------------- 8. smaller gaps
+def test_custom_runs_show_in_status_and_finished_checkpoints_can_be_pruned(tmp_path, capsys):
+    custom = G.GridPoint(NAME, overrides=TINY)
+    R.train_point(NAME, results_root=tmp_path, overrides=TINY, progress=False, device="cpu")
+    ckpt = custom.out_dir(tmp_path) / "checkpoint.pt"
+    assert ckpt.exists()
+    assert grid_main(["smoke", "--status", "--results", str(tmp_path), "--match", "float32-alexnet_cifar-*"]) == 0
+    out = capsys.readouterr().out
+    assert custom.run_id in out and "completed" in out.split(custom.run_id)[1].splitlines()[0]
+    assert out.strip().splitlines()[-1] == "3 point(s): queued 2, completed 1"
+
+    unfinished = G.GridPoint(NAME, seed=1, overrides=TINY)
+    adapt.train.run(unfinished.config(), out_dir=unfinished.out_dir(tmp_path), epoch_limit=1, device="cpu",
+                    run_info={"run_id": unfinished.run_id, "overrides": unfinished.override_dict})
+    assert grid_main(["smoke", "--prune-checkpoints", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 checkpoint(s) of finished runs removed" in out and custom.run_id in out
+    assert not ckpt.exists() and (unfinished.out_dir(tmp_path) / "checkpoint.pt").exists()  # still resumable
+    assert load_record(custom.out_dir(tmp_path) / "record.json")["status"] == "completed"
+
+
+def test_a_nan_accuracy_in_a_completed_record_is_left_out_of_the_mean_with_a_note():
+    from adapt.analysis.tables import accuracy_table
+
+    pts = [p for p in G.grid("smoke") if p.method == "float32" and p.model == "alexnet_cifar"]
+    records = [finished_record(p, acc=0.9) for p in pts]
+    records[1]["final"]["final_test_acc"] = "nan"  # as load_record reads a NaN
+    row = accuracy_table(records).iloc[0]
+    assert row["runs"] == 2 and row["completed"] == 2 and row["acc_mean_pct"] == pytest.approx(90.0)
+    assert row["accuracy"] == "90.00 (1 completed without an accuracy (NaN))"
+
+
+def test_an_unloadable_checkpoint_message_does_not_repeat_torchs_unsafe_advice(tmp_path):
+    import datetime
+
+    import torch
+
+    point = G.GridPoint(NAME, overrides=dict(TINY, epochs=3))
+    out = point.out_dir(tmp_path)
+    adapt.train.run(point.config(), out_dir=out, epoch_limit=1, device="cpu", run_info={"run_id": point.run_id})
+    torch.save({"config": point.config().to_dict(), "when": datetime.datetime(2026, 1, 1)}, out / "checkpoint.pt")
+    with pytest.raises(adapt.train.CheckpointError) as err:
+        adapt.train.run(point.config(), out_dir=out, device="cpu")
+    message = str(err.value)
+    assert "holds a datetime.datetime object" in message and "set aside as checkpoint.pt.corrupt" in message
+    assert "will likely succeed" not in message and "trusted source" not in message
+    assert "do not load a file of unknown origin with weights_only=False" in message
+    assert "\n" not in message

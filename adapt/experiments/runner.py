@@ -52,15 +52,17 @@ from adapt import paths, train
 from adapt.data.base import DatasetNotAvailable
 from adapt.data.datasets import load_dataset
 from adapt.experiments import claims
-from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, failure_record, grid, select
-from adapt.records import (COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, ReadOnlyError, atomic_write_json,
-                           check_writable, read_record, run_state, utc_now)
+from adapt.experiments.grid import (DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, failure_record, grid,
+                                   record_point, select)
+from adapt.records import (CHECKPOINT, COMPLETED, FAILED, FINISHED, INTERRUPTED, RECORD, RUNNING, ReadOnlyError,
+                           RecordError, atomic_write_json, check_writable, load_record, read_record, run_state,
+                           utc_now)
 
 #: Extra arguments of every kernel this package starts: its log at ERROR, so that ipykernel's "Kernel is
 #: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
-__all__ = ["KERNEL_ARGUMENTS", "PreflightError", "preflight", "Interrupted", "interrupted_line", "NOTEBOOK_PARAMETERS",
+__all__ = ["KERNEL_ARGUMENTS", "custom_points", "prune_checkpoints", "PreflightError", "preflight", "Interrupted", "interrupted_line", "NOTEBOOK_PARAMETERS",
            "notebook_parameters", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
 
@@ -499,6 +501,58 @@ def print_status(points: Sequence[GridPoint], results_root=None) -> None:
         print(f"{row.run_id:<{width}}  {row.state:<11}  {extra}".rstrip())
     counts = ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
     print(f"{len(frame)} point(s): {counts}")
+
+
+def custom_points(profile: str, results_root=None) -> list:
+    """The points of the runs in ``<results>/<profile>/`` that are not the profile's grid points (custom runs,
+    off-grid seeds), read from their records: what ``adapt grid PROFILE --status`` lists after the grid.
+
+    Only ``<run_id>/record.json`` whose folder is not a symlink and is named after the record's own
+    run id (as the tables read them); read only.
+    """
+    root = paths.results_root(results_root) / profile
+    if not root.is_dir():
+        return []
+    ids = {p.run_id for p in grid(profile)}
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.name in ids or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            point = record_point(load_record(entry / RECORD, traces=False))
+        except (RecordError, OSError):
+            continue
+        if point is not None and point.run_id == entry.name:
+            out.append(point)
+    return out
+
+
+def prune_checkpoints(points: Sequence[GridPoint], results_root=None) -> list:
+    """Delete the ``checkpoint.pt`` of every finished point (``completed`` or ``diverged``) that no process holds.
+
+    A finished run is never resumed, and its record (rebuilt, if need be, from its journal:
+    :func:`adapt.records.finished_record`) holds everything the tables and notebooks read, so the
+    checkpoint (the model's last weights and optimizer state, 40 MB for the CIFAR ResNet-20) is only
+    kept for whoever wants those weights.  Returns ``(path, bytes)`` of each file deleted; a point
+    whose folder cannot be written raises :class:`adapt.records.ReadOnlyError`.
+    """
+    removed = []
+    for p in points:
+        out_dir = p.out_dir(results_root)
+        ckpt = out_dir / CHECKPOINT
+        if not ckpt.is_file():
+            continue
+        try:
+            config = p.config().to_dict()
+        except ValueError:
+            continue
+        if run_state(out_dir, config).kind != "finished" or claims.holder(out_dir) is not None:
+            continue
+        check_writable(out_dir, f"delete {paths.display(ckpt)}")
+        size = ckpt.stat().st_size
+        ckpt.unlink()
+        removed.append((ckpt, size))
+    return removed
 
 
 def run_workers(devices: Sequence[str], argv: Sequence[str]) -> int:
