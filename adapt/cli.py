@@ -36,11 +36,15 @@ from adapt.experiments import cluster, decomposition, reproduce
 from adapt.experiments.claims import PointClaimed
 from adapt.experiments.compare import UsageError, compare_records, load
 from adapt.experiments.configs import CONFIGS, PROFILES, config_names
-from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, grid, select, shard
-from adapt.experiments.runner import print_status, run_grid, run_workers, train_point
-from adapt.records import FINISHED
+from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, grid, select, shard
+from adapt.experiments.runner import (Interrupted, PreflightError, custom_points, print_status, prune_checkpoints,
+                                     run_grid, run_workers, train_point)
+from adapt.records import FINISHED, ReadOnlyError
 
-__all__ = ["main", "parse_sets"]
+__all__ = ["main", "parse_sets", "INTERRUPTED_EXIT"]
+
+#: The exit status after Ctrl-C (128 + SIGINT, what a shell reports for a process ended by it).
+INTERRUPTED_EXIT = 130
 
 
 def _value(text: str):
@@ -78,8 +82,7 @@ def parse_sets(items: Sequence[str], config_name: str) -> dict:
 def _run(args) -> int:
     try:
         overrides = parse_sets(args.set or [], args.config)
-        point = GridPoint(args.config, args.variant, args.seed, args.fold, overrides)
-        point.config()  # validate before anything is written
+        point, = check_points([GridPoint(args.config, args.variant, args.seed, args.fold, overrides)])
     except ValueError as exc:
         print(f"adapt run: {exc}", file=sys.stderr)
         return 2
@@ -92,6 +95,12 @@ def _run(args) -> int:
     except PointClaimed as exc:
         print(f"adapt run: {exc}", file=sys.stderr)
         return 3
+    except ReadOnlyError as exc:  # nothing was written: one line, not a traceback
+        print(f"adapt run: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:  # Ctrl-C: one line, not a traceback (the checkpoint is what matters)
+        print(f"adapt run: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as exc:  # the record says failed; the message says what to do
         print(f"adapt run: {point.run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -150,6 +159,9 @@ def grid_parser(prog: str = "adapt grid") -> argparse.ArgumentParser:
     parser.add_argument("--status", action="store_true",
                         help="print the state of each selected point (queued, claimed, epoch k/n, completed, failed ...) "
                              "from the results folder and exit; works while other processes train")
+    parser.add_argument("--prune-checkpoints", action="store_true",
+                        help="delete the checkpoint.pt of the selected points that are finished (completed or "
+                             "diverged; their records hold everything the tables read) and exit")
     parser.add_argument("--quiet", action="store_true", help="print only one line per finished point")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a point failed or is stale (default: report and exit 0, "
@@ -175,6 +187,17 @@ def _cli_path(value) -> Optional[Path]:
     return None if value is None else Path(value).expanduser().resolve()
 
 
+def _custom_runs(args, results) -> list:
+    """The custom runs (and off-grid points) on disk in the profile's folder, as --match selects them."""
+    found = custom_points(args.profile, results)
+    if args.match:
+        import fnmatch
+
+        found = [p for p in found if any(fnmatch.fnmatchcase(p.run_id, m) or fnmatch.fnmatchcase(p.config_name, m)
+                                         for m in args.match)]
+    return found
+
+
 def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") -> int:
     """``adapt grid PROFILE [...]``: run, list or show the points of a profile's grid."""
     parser = grid_parser(prog)
@@ -187,6 +210,7 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
         if args.set:
             pts = [GridPoint(p.config_name, p.variant, p.seed, p.fold, parse_sets(args.set, p.config_name))
                    for p in pts]
+        check_points(pts)  # every value, before anything is listed, run or written (as adapt run does)
     except ValueError as exc:
         parser.error(str(exc))
     results = _cli_path(args.results)
@@ -195,8 +219,20 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
             print(f"{p.run_id}  {p.config_name}")
         print(f"{len(pts)} point(s)")
         return 0
+    if args.status or args.prune_checkpoints:  # the custom runs on disk too, unless the selection names points
+        on_disk = pts + ([] if args.set or args.only or args.shard else _custom_runs(args, results))
     if args.status:
-        print_status(pts, results)
+        print_status(on_disk, results)
+        return 0
+    if args.prune_checkpoints:
+        try:
+            removed = prune_checkpoints(on_disk, results)
+        except ReadOnlyError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        for path, _ in removed:
+            print(f"removed {paths.display(path)}")
+        print(f"{len(removed)} checkpoint(s) of finished runs removed, {sum(n for _, n in removed) / 1e6:.1f} MB")
         return 0
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
@@ -225,13 +261,23 @@ def grid_main(argv: Optional[Sequence[str]] = None, prog: str = "adapt grid") ->
             print(f"{len(submitted)} job(s) submitted; follow them with: {prog} {args.profile} --status"
                   + (f" --results {results}" if results is not None else ""))
         return 0
-    frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
-                     notebook=args.notebook, progress=not args.quiet)
+    try:
+        frame = run_grid(points=pts, results_root=results, executor=args.executor, force=args.force,
+                         notebook=args.notebook, progress=not args.quiet)
+    except PreflightError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     bad = frame[frame["status"].isin(["failed", "stale"])]
     if len(bad):
         print(f"{len(bad)} point(s) failed or stale: {', '.join(bad['run_id'])}", file=sys.stderr)
         if args.strict:
             return 1
+    if len(frame) and (frame["status"] == "failed").all():  # nothing to analyse: not a success, --strict or not
+        print(f"{prog}: every point failed ({len(frame)}); their records say why", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -351,7 +397,7 @@ def _reproduce(args) -> int:
         seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
         rows = reproduce.reproduce(args.profile, seeds, _cli_path(args.results), _cli_path(args.against),
                                    executor=args.executor, force=args.force)
-    except ValueError as exc:
+    except (ValueError, PreflightError) as exc:
         print(f"adapt reproduce: {exc}", file=sys.stderr)
         return 2
     bad = reproduce.failed(rows)
@@ -363,12 +409,19 @@ def _reproduce(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["grid"]:
-        return grid_main(argv[1:], prog="adapt grid")
-    if argv[:1] == ["compare"]:
-        return compare_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if argv[:1] == ["grid"]:
+            return grid_main(argv[1:], prog="adapt grid")
+        if argv[:1] == ["compare"]:
+            return compare_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except Interrupted as exc:  # adapt reproduce
+        print(f"adapt: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:  # between runs: nothing was training
+        print("adapt: interrupted (no run was training; nothing lost)", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ from adapt import heuristic, models
 from adapt.data.base import DATASETS
 from adapt.methods import METHODS
 
-__all__ = ["ExperimentConfig", "allowed_values", "quantizes_inputs", "SCHEDULERS", "PROTOCOLS"]
+__all__ = ["ExperimentConfig", "allowed_values", "quantizes_inputs", "SCHEDULERS", "PROTOCOLS", "MAX_SEED"]
 
 SCHEDULERS = ("plateau", "step", "none")
+#: The largest seed a config takes: 2**32 - 1, the largest that NumPy's legacy seeding and scikit-learn's
+#: splits take (a larger one would pass here and fail once the run folder exists).
+MAX_SEED = 2**32 - 1
 PROTOCOLS = ("kfold", "holdout", "none")
 
 
@@ -140,7 +143,8 @@ class ExperimentConfig:
         if self.protocol == "kfold":
             need(self.n_folds >= 2, "n_folds", "an integer >= 2 with protocol 'kfold'")
         need(is_int(self.fold) and 0 <= self.fold < self.n_folds, "fold", f"an integer in [0, {self.n_folds - 1}]")
-        integer("seed", 0)
+        need(is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed",
+             f"an integer in [0, {MAX_SEED}] (2**32 - 1, the largest seed scikit-learn's splits take)")
         for f in ("subset", "test_subset"):
             v = getattr(self, f)
             need(v is None or (is_int(v) and v >= 1), f, "None or a positive integer")

@@ -23,8 +23,11 @@ record (:class:`TraceJournal`, ``journal.jsonl``: one compact JSON line per epoc
 with that epoch's new epochs entry and trace points), so that the traces are not
 rewritten every epoch.  The record is then rewritten per epoch without its traces (``traces`` is ``{}`` and ``journal`` says how many lines of the
 journal belong to it), and :func:`load_record` puts the traces back; the record
-written at the end holds everything, and the journal of a finished run is deleted
-(docs/results-format.md §1, §11).
+written at the end holds everything.  The journal of a finished run then gets one last
+line holding the rest of that record (:meth:`TraceJournal.finish`), so that a lost or
+damaged ``record.json`` of a finished run is written back exactly as it was from the
+journal alone (:func:`finished_record`, :func:`run_state` kind ``"rebuildable"``;
+docs/results-format.md §1, §11).
 """
 from __future__ import annotations
 
@@ -43,9 +46,9 @@ from adapt import __version__
 
 __all__ = [
     "SCHEMA", "RecordError", "JournalError", "RECORD", "CHECKPOINT", "JOURNAL", "TraceJournal", "read_journal",
-    "atomic_write_json", "atomic_save", "write_running_record", "environment_info", "load_record", "load_records",
+    "atomic_write_json", "atomic_write_text", "atomic_save", "write_running_record", "environment_info", "load_record", "load_records",
     "set_aside", "read_record", "jsonable", "RUNNING", "COMPLETED", "DIVERGED", "INTERRUPTED", "FAILED", "STATUSES",
-    "FINISHED", "RunState", "run_state", "utc_now",
+    "FINISHED", "RunState", "run_state", "utc_now", "finished_record", "leftovers", "ReadOnlyError", "check_writable",
 ]
 
 SCHEMA = "adapt.run/1"
@@ -115,6 +118,36 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+class ReadOnlyError(PermissionError):
+    """A folder that a run or a table would be written into but that this process cannot write.
+
+    The message is one line: which folder, why (read-only, not permitted) and what to do instead.
+    """
+
+
+def check_writable(folder, what: str = "write into it") -> Path:
+    """Raise :class:`ReadOnlyError` unless a file can be created in ``folder`` (or, while it does not exist,
+    in the nearest folder above it that does, where it would be created); returns that folder.
+
+    Tried, not guessed from permission bits: a temporary file is created and removed, so a read-only
+    mount, an immutable folder and a missing permission are all found, for any user.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ReadOnlyError(f"{existing} is a file, not a folder: cannot {what} ({folder})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".adapt-write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = folder if existing == folder else f"{existing} (where {folder} would be created)"
+        raise ReadOnlyError(f"{where} is read-only for this process ({exc.strerror or exc}): cannot {what}") from None
+    return existing
+
+
 def atomic_write_json(path, obj, indent: Optional[int] = 1) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (the old file or the new one, never a partial one).
 
@@ -123,6 +156,12 @@ def atomic_write_json(path, obj, indent: Optional[int] = 1) -> None:
     separators = (",", ":") if indent is None else None
     data = json.dumps(_sanitize(obj), indent=indent, separators=separators, default=_json_default,
                       allow_nan=False).encode()
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_json` does (tables, notes)."""
+    data = text.encode()
     _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
@@ -465,6 +504,20 @@ class TraceJournal:
                 os.fsync(fh.fileno())
         return cls(path, lines, nbytes, _shape(snapshot) if lines else None), snapshot
 
+    def intact(self) -> bool:
+        """Whether the file still holds exactly what this object wrote (its committed bytes, nothing else)."""
+        if self.lines == 0:
+            return True
+        try:
+            return self.path.stat().st_size == self.bytes
+        except FileNotFoundError:
+            return False
+
+    def restart(self) -> None:
+        """Forget what was written: the next :meth:`append` writes the whole snapshot as line 0, replacing
+        the file (a journal deleted or replaced while its run trained is written again from memory)."""
+        self.lines, self.bytes, self._shape = 0, 0, None
+
     def append(self, snapshot: dict) -> int:
         """Write one line with what ``snapshot`` adds to the previous one; returns the bytes written."""
         ops: list = []
@@ -488,12 +541,50 @@ class TraceJournal:
     def pointer(self) -> dict:
         return {"file": self.path.name, "lines": self.lines, "bytes": self.bytes}
 
+    def finish(self, record: dict) -> int:
+        """Append the last line of a finished run: the snapshot with ``record``'s epochs and traces and, under
+        ``"record"``, the rest of it (its keys in order, ``epochs`` and ``traces`` as ``None``).
+
+        Written after the final ``record.json``: the journal then holds that whole record, and
+        :func:`finished_record` rebuilds it, byte for byte once written, when ``record.json`` is lost
+        or damaged (the checkpoint of the last epoch alone cannot: it holds no history)."""
+        rest = {k: (None if k in _JOURNALED else v) for k, v in record.items()}
+        return self.append({"epochs": record.get("epochs", []), "traces": record.get("traces", {}), "record": rest})
+
     def remove(self) -> None:
-        """Delete the file (a finished run's record holds everything it held)."""
+        """Delete the file."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+#: The record fields that a run's journal holds (the rest of a finished record is in its last line).
+_JOURNALED = ("epochs", "traces")
+
+
+def finished_record(journal_path) -> Optional[dict]:
+    """The whole record of a finished run, rebuilt from its journal (:meth:`TraceJournal.finish`), else ``None``.
+
+    ``None`` when there is no journal, when its complete lines do not form a journal (a torn last
+    line is not read), or when it does not end with a finished run's last line.  The record is
+    returned as :func:`load_record` reads the file that held it (NaN and infinities as strings).
+    """
+    path = Path(journal_path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return None
+    nbytes = data.rfind(b"\n") + 1
+    try:
+        snapshot = read_journal(path, data[:nbytes].count(b"\n"), nbytes)
+    except JournalError:
+        return None
+    rest = snapshot.get("record") if isinstance(snapshot, dict) else None
+    if not isinstance(rest, dict) or rest.get("schema") != SCHEMA or rest.get("status") not in FINISHED:
+        return None
+    record = {k: (snapshot.get(k) if k in _JOURNALED else v) for k, v in rest.items()}
+    return _sanitize(record)
 
 
 def load_record(path, traces: bool = True) -> dict:
@@ -605,9 +696,27 @@ def read_record(path) -> Optional[dict]:
         also = ""
         if isinstance(exc, JournalError) and exc.path.exists():
             also = f" and its journal as {set_aside(exc.path).name}"
-        warnings.warn(f"{exc}; set aside as {kept.name}{also}, the run will be recomputed "
-                      f"(from its checkpoint if it has a valid one)", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{exc}; set aside as {kept.name}{also}; {leftovers(path.parent)}", RuntimeWarning,
+                      stacklevel=2)
         return None
+
+
+def leftovers(out_dir) -> str:
+    """What a run folder without a usable ``record.json`` still holds, and what the next run does with it.
+
+    Read only (:func:`run_state`); one of: the finished run's journal (the record is rebuilt from
+    it), a checkpoint (the run resumes from it if it loads), or nothing (retrained from scratch).
+    """
+    out_dir = Path(out_dir)
+    kind = run_state(out_dir).kind
+    if kind == "rebuildable":
+        return f"{JOURNAL} holds the whole finished run, from which the record is written back (nothing is retrained)"
+    if kind == "resumable" and not (out_dir / JOURNAL).exists():
+        return (f"{CHECKPOINT} is left without the {JOURNAL} that holds its epochs: the next run keeps it as "
+                f"{CHECKPOINT}.previous and says so, and the run after it retrains the point from scratch")
+    if kind == "resumable":
+        return f"{CHECKPOINT} and {JOURNAL} are left, from which the run resumes if they load"
+    return f"no {CHECKPOINT} and no {JOURNAL} of a finished run are left: the run is retrained from scratch"
 
 
 def load_records(root, pattern: str = "**/record.json", on_error: str = "warn") -> list:
@@ -649,9 +758,12 @@ class RunState:
       record kept as ``record.json.previous`` when it holds epochs;
     * ``"stale"`` -- a record of another config: left alone unless ``force``;
     * ``"corrupt"`` -- a record that cannot be read (``message`` says why): set aside when the
-      run starts, which then resumes from its checkpoint if there is one.
+      run starts, which then rebuilds it from the journal of a finished run, or resumes from its
+      checkpoint if there is one;
+    * ``"rebuildable"`` -- no ``record.json``, but the journal of a finished run of this config
+      (:func:`finished_record`): the record is written back from it, nothing is trained.
 
-    ``record`` is the record as read (``None`` for ``new`` and ``corrupt``).
+    ``record`` is the record as read or rebuilt (``None`` for ``new`` and ``corrupt``).
     """
 
     kind: str
@@ -675,6 +787,11 @@ def run_state(out_dir, config: Optional[dict] = None) -> RunState:
     has_checkpoint = (out_dir / CHECKPOINT).exists()
     path = out_dir / RECORD
     if not path.exists():
+        rebuilt = finished_record(out_dir / JOURNAL) if (out_dir / JOURNAL).exists() else None
+        if rebuilt is not None:
+            if config is not None and jsonable(rebuilt.get("config")) != jsonable(config):
+                return RunState("stale", rebuilt, f"{out_dir / JOURNAL} holds a finished run of another config")
+            return RunState("rebuildable", rebuilt, f"no {RECORD}; {JOURNAL} holds the finished run whole")
         return RunState("resumable" if has_checkpoint else "new")
     try:
         record = load_record(path)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -250,54 +252,87 @@ def save_checkpoint(path: Path, training: "Training", epoch: int, elapsed: float
 
 
 def load_checkpoint(ckpt_path: Path, record_path: Optional[Path], config: ExperimentConfig, device) -> tuple:
-    """``(checkpoint, journal, snapshot)``; on files that cannot be read, set them aside and raise :class:`CheckpointError`.
+    """``(checkpoint, journal, snapshot)``; on files that cannot be used, set them aside and raise :class:`CheckpointError`.
 
     ``snapshot`` is the journal's ``{"epochs", "traces"}`` at the checkpoint (the journal is cut
     to it), or ``None`` for a checkpoint written before the journal, which holds its epochs and
-    the policy's whole state itself; ``journal`` then starts empty.  A journal that does not hold
-    what the checkpoint refers to makes the checkpoint useless: both are set aside.  The record
-    beside them keeps its epochs: it is only marked ``failed`` with the message.
+    the policy's whole state itself; ``journal`` then starts empty.
+
+    A checkpoint that torch cannot load (or that is not one adapt wrote) is set aside as
+    ``checkpoint.pt.corrupt``.  A checkpoint that loads but whose journal does not hold the history
+    it refers to (missing, truncated, edited) is not corrupt, but the run cannot continue from it
+    exactly: it is kept as ``checkpoint.pt.previous`` and the journal set aside.  Either way the
+    record beside them keeps its epochs and is marked ``failed`` with a message that says what is
+    left; the next run starts afresh.
     """
     journal_path = ckpt_path.with_name(JOURNAL)
-    journal_bad = False
     try:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         if not isinstance(ckpt, dict) or not {"config", "epoch", "model"} <= set(ckpt) or not (
                 "journal" in ckpt or "epochs" in ckpt):
             raise ValueError(f"not an adapt checkpoint (keys: {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__})")
-        if "journal" in ckpt:
-            journal_bad = True
-            journal, snapshot = TraceJournal.resume(journal_path, ckpt["journal"])
-            journal_bad = False
-        else:
-            journal, snapshot = TraceJournal.start(journal_path), None
     except Exception as exc:
         kept = set_aside(ckpt_path)
-        also = ""
-        if journal_bad and journal_path.exists():
-            also = f" (with its journal, set aside as {set_aside(journal_path).name})"
-        previous = None
-        if record_path is not None and record_path.exists():
-            try:
-                previous = load_record(record_path)
-            except JournalError:  # its traces were in that journal: keep what the record holds
-                previous = load_record(record_path, traces=False)
-                previous.pop("journal", None)
-            except RecordError:
-                previous = read_record(record_path)  # sets it aside
-        epochs = len(previous["epochs"]) if previous else 0
-        message = (f"checkpoint {ckpt_path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                   f"it was set aside as {kept.name}{also}. The record keeps its {epochs} epoch(s) of history. "
-                   f"Rerun the point to restart it from scratch (the old record is then kept as "
-                   f"record.json.previous), or --force / force=True to do the same; delete {kept.name} "
-                   f"once you no longer need it.")
-        if previous is not None:
-            previous.update(status=FAILED, message=message, finished=utc_now())
-            atomic_write_json(record_path, previous)
-        raise CheckpointError(message) from exc
+        _checkpoint_failed(f"checkpoint {ckpt_path} cannot be loaded ({_load_problem(exc)}); it was set aside as "
+                           f"{kept.name}", record_path, kept, exc)
+    if "journal" in ckpt:
+        try:
+            journal, snapshot = TraceJournal.resume(journal_path, ckpt["journal"])
+        except (RecordError, OSError) as exc:
+            kept = set_aside(ckpt_path, ".previous")
+            also = f", and the journal as {set_aside(journal_path).name}" if journal_path.exists() else ""
+            problem = exc.problem if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+            _checkpoint_failed(
+                f"checkpoint {ckpt_path} (after epoch {int(ckpt['epoch']) + 1}) loads, but {JOURNAL}, which holds "
+                f"the epochs and traces up to it, does not ({problem}): the run cannot continue from it exactly. "
+                f"The checkpoint was kept as {kept.name}{also}", record_path, kept, exc)
+    else:
+        journal, snapshot = TraceJournal.start(journal_path), None
     if ckpt["config"] != config.to_dict():
         raise ValueError(f"{ckpt_path} belongs to a different config; use another out_dir or force=True")
     return ckpt, journal, snapshot
+
+
+def _load_problem(exc: BaseException) -> str:
+    """Why torch could not load a checkpoint, in one line, without torch's advice to load it with
+    ``weights_only=False`` (which runs whatever code a file of unknown origin holds)."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (f"it holds a {unsupported.group(1)} object, which no checkpoint adapt writes holds, and "
+                f"torch.load(weights_only=True) refuses it; do not load a file of unknown origin with weights_only=False")
+    if "Weights only load failed" in text:
+        return ("torch.load(weights_only=True) refuses it: it is not a checkpoint adapt wrote; do not load a file "
+                "of unknown origin with weights_only=False")
+    lines = text.strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def _checkpoint_failed(what: str, record_path: Optional[Path], kept: Path, exc: BaseException) -> None:
+    """Mark the record beside an unusable checkpoint ``failed`` with a message saying what is left; raise."""
+    previous = None
+    if record_path is not None and record_path.exists():
+        try:
+            previous = load_record(record_path)
+        except JournalError:  # its traces were in the journal: keep what the record holds
+            previous = load_record(record_path, traces=False)
+            previous.pop("journal", None)
+        except RecordError:
+            previous = read_record(record_path)  # sets it aside
+    if previous is not None:
+        left = (f"The record keeps its {len(previous.get('epochs') or [])} epoch(s) of history and says failed. "
+                f"Rerun the point, or --force / force=True, to retrain it from scratch (this record is then kept "
+                f"as record.json.previous)")
+    else:
+        corrupt = record_path is not None and record_path.with_name(RECORD + ".corrupt").exists()
+        left = ("No record is left" + (f" (the unreadable one is {RECORD}.corrupt)" if corrupt else "")
+                + ". Rerun the point, or --force / force=True, to retrain it from scratch")
+    message = f"{what}. {left}; delete {kept.name} once you no longer need it."
+    if previous is not None:
+        previous.update(status=FAILED, message=message, finished=utc_now())
+        atomic_write_json(record_path, previous)
+    raise CheckpointError(message) from exc
 
 
 # ----------------------------------------------------------------------------- one run
@@ -342,6 +377,9 @@ class Training:
             self.record["policy_class"] = f"{type(policy).__module__}.{type(policy).__qualname__}"
         self.start_epoch, self.step, self.elapsed_before = 0, 0, 0.0
         self.l1 = None
+        #: Whether this call has written its record yet: until it has, a finished record that a forced
+        #: run replaces stays as it is, also when the forced run fails (:meth:`record_failure`).
+        self.written = False
 
     @classmethod
     def start(cls, config, device, out_dir=None, run_info=None, policy=None, resume: bool = False) -> "Training":
@@ -451,6 +489,7 @@ class Training:
     def save(self, epoch: int) -> None:
         """After an epoch: the journal's new line, the checkpoint that commits it, the record."""
         if self.ckpt_path is not None:
+            self._keep_journal(epoch)
             # Journal first, then the checkpoint that commits its new line, then the record: a crash
             # in between leaves a line that nothing refers to, cut off on resume (adapt.records).
             self.journal.append({"epochs": self.record["epochs"], "traces": self.policy.traces()})
@@ -458,40 +497,70 @@ class Training:
         if self.record_path is not None:
             self._summarize(RUNNING, "")
             write_running_record(self.record_path, self.record, self.journal)
+            self.written = True
+
+    def _keep_journal(self, epoch: int) -> None:
+        """A journal deleted or replaced while the run trains is written again, whole, from memory (the run
+        holds every epoch and trace point it logged), so the epoch is kept and the checkpoint refers to it."""
+        if self.journal is not None and not self.journal.intact():
+            warnings.warn(f"{self.journal.path} was deleted or changed while the run trained (before epoch "
+                          f"{epoch + 1} was saved): written again from the run's memory, nothing is lost",
+                          RuntimeWarning, stacklevel=3)
+            self.journal.restart()
 
     def finish(self, status: str, message: str) -> dict:
-        """The final record, written whole; a finished run's journal is deleted (the record holds it all)."""
+        """The final record, written whole; a finished run's journal then gets its last line, which holds the
+        rest of the record (:meth:`adapt.records.TraceJournal.finish`): the record can be rebuilt from it."""
         self._summarize(status, message)
         if self.record_path is not None:
             atomic_write_json(self.record_path, self.record)
+            self.written = True
             if status in FINISHED and self.journal is not None:
-                self.journal.remove()  # the record now holds all of it, and a finished run is never resumed
+                if not self.journal.intact():
+                    self.journal.restart()
+                self.journal.finish(self.record)
         return self.record
 
     def record_failure(self, exc: BaseException) -> None:
-        """The record says ``failed`` with the exception's message (its epochs so far kept)."""
+        """The record says ``failed`` with the exception's message (its epochs so far kept).
+
+        Until this call has written its record, a finished record (or one of another config) that a
+        forced run was to replace is left as it is: a forced run that fails before it has trained an
+        epoch loses nothing (the finished result is worth more than a record of the failure, which
+        the exception reports anyway).  ``final`` is recomputed from the epochs the record keeps.
+        """
         if self.record_path is None:
             return
-        self.record.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", finished=utc_now())
+        if not self.written and run_state(self.record_path.parent, self.config.to_dict()).kind in (
+                "finished", "stale", "rebuildable"):
+            return
+        self.record.update(status=FAILED, message=f"{type(exc).__name__}: {exc}", finished=utc_now(),
+                           final=_final_stats(self.record["epochs"]))
         atomic_write_json(self.record_path, self.record)
+        self.written = True
 
     def _summarize(self, status: str, message: str) -> None:
         record = self.record
-        epochs = [e for e in record["epochs"] if e.get("test_acc") is not None]
-        final = {"epochs_run": len(record["epochs"])}
-        if epochs:
-            last = epochs[-1]
-            best_val = max(epochs, key=lambda e: (e["val_acc"] if e["val_acc"] is not None else -1.0, -e["epoch"]))
-            final.update({
-                "final_test_acc": last["test_acc"], "final_val_acc": last["val_acc"],
-                "final_train_loss": last["train_loss"], "best_test_acc": max(e["test_acc"] for e in epochs),
-                "test_acc_at_best_val": best_val["test_acc"] if best_val["val_acc"] is not None else None,
-                "steps": last["steps"],
-            })
-        record.update(final=final, traces=self.policy.traces(), policy=self.policy.summary(), status=status,
-                      message=message, wall_time_s=self.elapsed())
+        record.update(final=_final_stats(record["epochs"]), traces=self.policy.traces(),
+                      policy=self.policy.summary(), status=status, message=message, wall_time_s=self.elapsed())
         if status != RUNNING:
             record["finished"] = utc_now()
+
+
+def _final_stats(all_epochs: list) -> dict:
+    """The record's ``final``: how many epochs ran and the statistics of the last evaluated one."""
+    epochs = [e for e in all_epochs if e.get("test_acc") is not None]
+    final = {"epochs_run": len(all_epochs)}
+    if epochs:
+        last = epochs[-1]
+        best_val = max(epochs, key=lambda e: (e["val_acc"] if e["val_acc"] is not None else -1.0, -e["epoch"]))
+        final.update({
+            "final_test_acc": last["test_acc"], "final_val_acc": last["val_acc"],
+            "final_train_loss": last["train_loss"], "best_test_acc": max(e["test_acc"] for e in epochs),
+            "test_acc_at_best_val": best_val["test_acc"] if best_val["val_acc"] is not None else None,
+            "steps": last["steps"],
+        })
+    return final
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -506,9 +575,11 @@ def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=Fa
     error (``force`` replaces it), an unfinished run continues from its checkpoint (with ``resume``;
     ``force`` restarts it), and an unfinished record without a checkpoint is kept as
     ``record.json.previous`` while the run starts afresh.  A record that is not valid JSON is set
-    aside (``record.json.corrupt``); a checkpoint that cannot be loaded is set aside
-    (``checkpoint.pt.corrupt``), the record keeps its epochs and says ``failed``, and
-    :class:`CheckpointError` says what to do.
+    aside (``record.json.corrupt``); a finished run's record is then written back from its journal
+    (state ``rebuildable``), else the run resumes from its checkpoint.  A checkpoint that cannot be
+    used is set aside (:func:`load_checkpoint`), the record keeps its epochs and says ``failed``,
+    and :class:`CheckpointError` says what is left and what to do.  A forced run leaves the record
+    it replaces as it is until it has trained an epoch (also when it fails before).
 
     ``epoch_limit`` stops after that many epochs *in this call* (status ``interrupted``, checkpoint
     kept): what a killed job leaves behind.  ``progress``: ``True`` prints a line at the start, per
@@ -527,7 +598,13 @@ def run(config: ExperimentConfig, out_dir=None, resume: bool = True, progress=Fa
     if out_dir is not None:
         state = run_state(out_dir, config.to_dict())
         if state.kind == "corrupt":
-            read_record(out_dir / RECORD)  # sets it aside, with a warning naming it
+            read_record(out_dir / RECORD)  # sets it aside, with a warning naming it and what is left
+            state = run_state(out_dir, config.to_dict())
+        if state.kind == "rebuildable":  # a finished run whose record.json was lost: its journal holds it
+            atomic_write_json(out_dir / RECORD, state.record)
+            if progress:
+                print(f"[{(run_info or {}).get('run_id') or config.name}] {RECORD} written back from the finished "
+                      f"run's {JOURNAL} ({state.status}, {len(state.record.get('epochs') or [])} epochs)", flush=True)
             state = run_state(out_dir, config.to_dict())
         if not force:
             if state.kind == "finished":

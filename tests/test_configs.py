@@ -52,7 +52,8 @@ BAD = [
     (ADAPT, dict(val_fraction="0.2"), "val_fraction", ["'0.2'"]),
     (ADAPT, dict(target_accuracy=float("nan")), "target_accuracy", ["nan"]),
     (ADAPT, dict(target_accuracy=1.5), "target_accuracy", ["1.5", "(0, 1]"]),
-    (ADAPT, dict(seed=-3), "seed", ["-3", ">= 0"]),
+    (ADAPT, dict(seed=-3), "seed", ["-3", "[0, 4294967295]"]),
+    (ADAPT, dict(seed=2**32), "seed", ["4294967296", "[0, 4294967295]"]),  # sklearn's splits take no more
     (ADAPT, dict(seed="0"), "seed", ["'0'"]),
     (ADAPT, dict(seed=1.0), "seed", ["1.0"]),
     (ADAPT, dict(seed=True), "seed", ["True"]),
@@ -193,7 +194,7 @@ finite = dict(allow_nan=False, allow_infinity=False)
     step_gamma=st.floats(min_value=0, max_value=1, exclude_min=True, **finite),
     val_fraction=st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True, **finite),
     target=st.none() | st.floats(min_value=0, max_value=1, exclude_min=True, **finite),
-    seed=st.integers(0, 2**63),
+    seed=st.integers(0, 2**32 - 1),
     epochs=st.integers(1, 10_000),
     batch_size=st.integers(1, 4096),
     n_folds=st.integers(2, 20),

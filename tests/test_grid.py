@@ -176,9 +176,9 @@ def test_cli_lists_filters_and_reports(tmp_path, monkeypatch, capsys):
     assert out[-1] == "15 point(s)" and out[0].startswith("float32-alexnet_cifar-digits-reference-s0-f0")
     fake = FakeTrain(raise_before={0})
     monkeypatch.setattr(adapt.train, "run", fake)
-    args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-resnet20-*"]
+    args = ["smoke", "--executor", "inline", "--results", str(tmp_path), "--match", "*muppet-alexnet_cifar-*"]
     assert grid_main(args) == 0  # failures are reported, not fatal: the analysis still runs
-    assert len(fake.calls) == 2  # float32-muppet-resnet20 and muppet-resnet20
+    assert len(fake.calls) == 4  # float32-muppet-alexnet_cifar and muppet-alexnet_cifar, seeds 0 and 1
     assert "2 point(s) failed or stale" in capsys.readouterr().err
     assert grid_main(args + ["--strict"]) == 1
 

@@ -196,10 +196,11 @@ def test_bytes_written_per_epoch_do_not_grow_with_the_epoch(tmp_path):
         assert row["loaded"]["traces"]["tensors"]["step"] == list(range((k + 1) * steps))
         assert text(row["loaded"]["traces"]["tensors"]["word_length"]) == text(
             rec["traces"]["tensors"]["word_length"][:(k + 1) * steps])
-    # the record written at the end holds everything, and the journal is gone
+    # the record written at the end holds everything, and the journal's last line the rest of it:
+    # the journal alone rebuilds the finished record (issue 23)
     final = json.loads((tmp_path / "record.json").read_text())
     assert "journal" not in final and final["traces"] == json.loads(json.dumps(results._sanitize(rec["traces"])))
-    assert not (tmp_path / JOURNAL).exists()
+    assert results.finished_record(tmp_path / JOURNAL) == load_record(tmp_path / "record.json")
     assert "journal" in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
 
 
@@ -263,7 +264,9 @@ def test_a_journal_that_does_not_match_the_checkpoint_sets_both_aside(tmp_path):
     with pytest.raises(CheckpointError, match="journal.jsonl.corrupt") as err:
         run(cfg, out_dir=tmp_path, device="cpu")
     assert "missing" in str(err.value.__cause__) or "bytes" in str(err.value.__cause__)
-    assert (tmp_path / "checkpoint.pt.corrupt").exists() and not (tmp_path / "checkpoint.pt").exists()
+    # the checkpoint itself loads: not called corrupt, kept as .previous (issue 23)
+    assert (tmp_path / "checkpoint.pt.previous").exists() and not (tmp_path / "checkpoint.pt").exists()
+    assert not (tmp_path / "checkpoint.pt.corrupt").exists() and "loads, but" in str(err.value)
     record = load_record(tmp_path / "record.json")
     assert record["status"] == "failed" and len(record["epochs"]) == 1 and "1 epoch(s)" in record["message"]
     again = run(cfg, out_dir=tmp_path, device="cpu", force=True)  # what the message says to do

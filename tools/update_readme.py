@@ -6,8 +6,8 @@ The block lies between the markers of ``adapt.analysis.tables.README_BEGIN`` / `
 ``--check`` exits 1 if the README differs from what the records give (tests/test_readme.py
 does the same check).  The records are read from ``<repo>/results/<profile>`` (the
 committed ones the README describes; ``--results`` names another root) with
-``adapt.records.load_records``, which skips a bad ``record.json`` with a warning naming
-it; only the profile's grid records enter the tables (``adapt.analysis.tables.readme_block``),
+``adapt.analysis.tables.load_profile``, which reads each run from its ``<run_id>/record.json``
+only and skips a bad one with a warning naming it; only the profile's grid records enter the tables (``adapt.analysis.tables.readme_block``),
 and other records there (custom runs) are named below the block's first line.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 from adapt.analysis.tables import README_BEGIN, README_END, load_profile, readme_block
 from adapt.analysis.verdict import VERDICT_BEGIN, VERDICT_END, verdict_block
 from adapt.experiments.decomposition import decomposition_points, load_decomposition
-from adapt.records import load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +45,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     path = ROOT / "README.md"
     readme = path.read_text()
-    records = load_records(Path(args.results) / args.profile, on_error="warn")
-    new = render(readme, readme_block(records, args.profile))
+    data = load_profile(args.profile, Path(args.results))
+    new = render(readme, readme_block(data.records + data.others, args.profile))
     new = render(new, verdict(Path(args.results)), VERDICT_BEGIN, VERDICT_END)
     if args.check:
         if new != readme:

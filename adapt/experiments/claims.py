@@ -194,5 +194,7 @@ def holder(out_dir) -> Optional[dict]:
         lock.acquire()
     except Timeout:
         return info or {}
+    except OSError:  # a read-only folder (someone else's results): the lock cannot be tried, claim.json can
+        return info if _alive_elsewhere(info, claim_timeout()) else None
     lock.release()
     return info if _alive_elsewhere(info, claim_timeout()) else None

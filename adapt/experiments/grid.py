@@ -75,7 +75,7 @@ from adapt.records import FAILED, SCHEMA, jsonable, utc_now
 __all__ = [
     "MODELS", "PAIRS", "PROFILE_MODELS", "GRID_METHODS", "DATASETS", "ADAPT_VARIANTS", "FLOAT32_VARIANTS", "SEEDS", "FOLDS", "EXECUTORS",
     "GridPoint", "grid", "failure_record", "select", "shard", "overrides_tag", "record_point",
-    "is_grid_record", "split_records", "POINT_FIELDS",
+    "is_grid_record", "split_records", "POINT_FIELDS", "check_points",
 ]
 
 #: The models of the CIFAR profiles (smoke, quick, paper).
@@ -265,6 +265,23 @@ class GridPoint:
         if self.overrides:
             p["overrides"] = self.override_dict
         return p
+
+
+def check_points(points: Sequence[GridPoint]) -> list:
+    """``points`` as a list, once every point's config is built and checked (its fields, the method's options).
+
+    ``adapt run``, ``adapt grid`` (also with ``--set``) and :func:`adapt.experiments.runner.run_grid`
+    call this before anything is written, so that a bad value is one error naming it, the same in
+    every command, and never a run folder and a failure record per point.  ``ValueError`` names the
+    config, the run id and the field, its value and what is allowed.
+    """
+    points = list(points)
+    for p in points:
+        try:
+            p.config()
+        except ValueError as exc:
+            raise ValueError(f"{p.config_name} ({p.run_id}): {exc}") from None
+    return points
 
 
 def record_point(record: dict) -> Optional[GridPoint]:

@@ -30,8 +30,10 @@ fallback where no Jupyter kernel is available).
   grid goes on.  The record says so: :func:`adapt.train.run` marks a run that fails
   mid-training ``failed`` itself; a point that failed before its record existed gets
   a minimal record (:func:`adapt.experiments.grid.failure_record`, the same ``adapt.run/1`` schema, no
-  epochs) so the tables list it as failed.  ``KeyboardInterrupt`` is not caught:
-  the record stays ``running`` with its checkpoint, and the next run resumes it.
+  epochs) so the tables list it as failed.  ``KeyboardInterrupt`` (Ctrl-C, also inside the
+  papermill kernel) is not a failure: the record stays ``running`` with its checkpoint, the
+  next run resumes it, and :class:`Interrupted` carries the one line that says so
+  (:func:`interrupted_line`, printed by ``adapt run`` and ``adapt grid``).
 """
 from __future__ import annotations
 
@@ -47,15 +49,21 @@ from typing import Iterable, Optional, Sequence, Union
 import pandas as pd
 
 from adapt import paths, train
+from adapt.data.base import DatasetNotAvailable
+from adapt.data.datasets import load_dataset
 from adapt.experiments import claims
-from adapt.experiments.grid import DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, failure_record, grid, select
-from adapt.records import COMPLETED, FAILED, FINISHED, INTERRUPTED, RUNNING, atomic_write_json, read_record, run_state, utc_now
+from adapt.experiments.grid import (DEFAULT_NOTEBOOK, EXECUTORS, GridPoint, check_points, failure_record, grid,
+                                   record_point, select)
+from adapt.records import (CHECKPOINT, COMPLETED, FAILED, FINISHED, INTERRUPTED, RECORD, RUNNING, ReadOnlyError,
+                           RecordError, atomic_write_json, check_writable, load_record, read_record, run_state,
+                           utc_now)
 
 #: Extra arguments of every kernel this package starts: its log at ERROR, so that ipykernel's "Kernel is
 #: running over TCP without encryption" (a local kernel on the loopback) is not printed once per notebook.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
-__all__ = ["KERNEL_ARGUMENTS", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
+__all__ = ["KERNEL_ARGUMENTS", "custom_points", "prune_checkpoints", "PreflightError", "preflight", "Interrupted", "interrupted_line", "NOTEBOOK_PARAMETERS",
+           "notebook_parameters", "train_point", "run_point", "run_grid", "failure_message", "MESSAGE_LIMIT", "point_status",
            "status_frame", "print_status", "run_workers"]
 
 
@@ -102,7 +110,132 @@ def failure_message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# ----------------------------------------------------------------------------- interrupts
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a point trained; ``str()`` is one line: what was kept and how to resume.
+
+    A ``KeyboardInterrupt`` still (whoever catches that catches this), so that a notebook or a
+    script stops as before; the command line prints the line instead of a traceback.
+    """
+
+
+def interrupted_line(point: GridPoint, results_root=None, done: Optional[int] = None,
+                     total: Optional[int] = None) -> str:
+    """What Ctrl-C left of ``point`` (read from its folder: :func:`adapt.records.run_state`) and how to resume.
+
+    ``done`` / ``total``: the grid's points finished before it (said too).  Only the epoch in
+    progress is lost: every finished epoch is in the checkpoint, and the same command resumes
+    from it with exactly the numbers of an uninterrupted run.
+    """
+    out_dir = point.out_dir(results_root)
+    try:
+        state = run_state(out_dir, point.config().to_dict())
+    except ValueError:
+        state = run_state(out_dir)
+    epochs = len((state.record or {}).get("epochs") or [])
+    try:
+        of = f" of {point.config().epochs}"
+    except ValueError:
+        of = ""
+    where = paths.display(out_dir)
+    if state.kind == "finished":
+        kept = f"{point.run_id} is {state.status} in {where} (nothing lost)"
+    elif state.kind == "resumable" and epochs:
+        kept = f"{point.run_id} keeps {epochs}{of} epoch(s) in {where} (checkpoint.pt; the epoch in progress is lost)"
+    else:
+        kept = f"{point.run_id} had not finished an epoch (nothing of it kept)"
+    grid_part = f"; {done} of {total} point(s) done before it" if total is not None else ""
+    return f"interrupted: {kept}{grid_part}; run the same command again to resume"
+
+
+# ----------------------------------------------------------------------------- the training notebook's parameters
+#: The parameters of the training notebook (notebooks/10-train.ipynb's parameters cell; :meth:`GridPoint.params`).
+NOTEBOOK_PARAMETERS = ("config_name", "variant", "seed", "fold", "results_root", "force", "overrides", "device")
+
+#: The other names the training notebook's cells define (so that rerunning them by hand is not taken for
+#: an unknown parameter), and those IPython puts in every namespace.
+_NOTEBOOK_NAMES = ("pd", "GridPoint", "train_point", "notebook_parameters", "params", "point", "config", "record",
+                   "history", "In", "Out", "get_ipython", "exit", "quit", "open")
+
+
+def notebook_parameters(namespace: dict) -> dict:
+    """The training notebook's parameters from its namespace (``globals()``), checked; ``ValueError`` otherwise.
+
+    papermill only warns about a parameter the notebook does not have (``-p epochs 1``) and runs
+    the notebook with its defaults, whose committed record then looks like the result: a name
+    that is not one of :data:`NOTEBOOK_PARAMETERS` is an error here, listing them.  ``overrides``
+    given as a string (``-p overrides '{"epochs": 1}'``) is read as JSON; it must be a dict of
+    config fields (``None`` for none).
+    """
+    unknown = sorted(k for k in namespace if not k.startswith("_") and k not in NOTEBOOK_PARAMETERS
+                     and k not in _NOTEBOOK_NAMES)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(repr(k) for k in unknown)} of the training notebook: "
+                         f"it takes {', '.join(NOTEBOOK_PARAMETERS)}; config fields go in overrides, e.g. "
+                         f"-p overrides '{{\"epochs\": 1}}' (papermill -y 'overrides: {{epochs: 1}}')")
+    params = {k: namespace[k] for k in NOTEBOOK_PARAMETERS if k in namespace}
+    overrides = params.get("overrides")
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except ValueError as exc:
+            raise ValueError(f"parameter overrides={overrides!r} is not JSON ({exc}); expected a dict of config "
+                             f"fields, e.g. -p overrides '{{\"epochs\": 1}}'") from None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"parameter overrides={params.get('overrides')!r} must be a dict of config fields "
+                         f"(or None), e.g. {{\"epochs\": 1}}")
+    params["overrides"] = overrides
+    return params
+
+
 # ----------------------------------------------------------------------------- running
+class PreflightError(RuntimeError):
+    """What every point of a run would fail on (the device, a data set), found before any point ran."""
+
+
+def preflight(points: Sequence[GridPoint], results_root=None, force: bool = False, device=None) -> list:
+    """Check the device and the data sets of the points that will train, once, before any of them runs.
+
+    Checked per point at run time instead, an unusable device or a data set that is not there
+    fails every point one after the other, each writing a failure record (and, with ``force``,
+    each rerun of a finished point started for nothing).  Points already finished are not
+    counted unless ``force`` (an offline rerun of a finished grid needs no data).  Returns the
+    names of the data sets checked; raises :class:`PreflightError` (one message: what is wrong,
+    that nothing was run or written, and what to do) otherwise; a results folder this process cannot
+    write (someone else's, read-only) is found here too.  ``device`` as
+    :func:`adapt.train.pick_device` takes it (default ``$ADAPT_DEVICE``, else the best available).
+    """
+    todo = []
+    for p in points:
+        try:
+            config = p.config()
+        except ValueError:  # an invalid override: that point's own run says so
+            continue
+        if force or run_state(p.out_dir(results_root), config.to_dict()).kind != "finished":
+            todo.append(config)
+    if not todo:
+        return []
+    nothing = "no point was run and no record was changed"
+    for folder in dict.fromkeys(paths.results_root(results_root) / c.profile for c in todo):
+        try:
+            check_writable(folder, f"train into it ({nothing}); pass --results DIR (or set ${paths.RESULTS_ENV}) "
+                                   f"to a folder you can write; reading and analysing it works as it is")
+        except ReadOnlyError as exc:
+            raise PreflightError(str(exc)) from None
+    try:
+        train.pick_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise PreflightError(f"{exc}; {nothing}") from None
+    names = list(dict.fromkeys(c.dataset for c in todo))
+    for name in names:
+        try:
+            load_dataset(name)
+        except DatasetNotAvailable as exc:
+            raise PreflightError(f"data set {name!r}, needed by {sum(c.dataset == name for c in todo)} point(s), "
+                                 f"is not available ({nothing}):\n{exc}") from None
+    return names
+
+
 def train_point(config_name: str, variant: str = "reference", seed: int = 0, fold: int = 0,
                 results_root=None, force: bool = False, overrides: Optional[dict] = None,
                 progress: bool = True, device=None, **train_kwargs) -> dict:
@@ -121,11 +254,21 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
     What happens with what the folder holds (finished, resumable, stale ...) is
     :func:`adapt.train.run`'s decision.  The point is claimed for the call
     (:mod:`adapt.experiments.claims`): :class:`adapt.experiments.claims.PointClaimed` when
-    another process is training it.
+    another process is training it; :class:`adapt.records.ReadOnlyError` (one line) when the run
+    would have to be written into a folder this process cannot write.
     """
     point = GridPoint(config_name, variant, int(seed), int(fold), overrides or {})
     config = point.config()
     out_dir = point.out_dir(results_root)
+    if not force:  # a finished run is read, not claimed: someone else's read-only results work too
+        state = run_state(out_dir, config.to_dict())
+        if state.kind == "finished":
+            if progress:
+                print(f"[{point.run_id}] already {state.status} in {paths.display(out_dir)} (force=True retrains it)",
+                      flush=True)
+            return state.record
+    check_writable(out_dir, f"train {point.run_id} into it; pass --results DIR (or set ${paths.RESULTS_ENV}) to a "
+                            f"folder you can write")
     out_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"run_id": point.run_id, "overrides": point.override_dict}
     with claims.claim(out_dir):
@@ -133,8 +276,13 @@ def train_point(config_name: str, variant: str = "reference", seed: int = 0, fol
         if state.kind == "finished" and not force and progress:
             print(f"[{point.run_id}] already {state.status} in {paths.display(out_dir)} (force=True retrains it)",
                   flush=True)
-        return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
-                         run_info=run_info, **train_kwargs)
+        try:
+            return train.run(config, out_dir=out_dir, resume=True, force=force, progress=progress, device=device,
+                             run_info=run_info, **train_kwargs)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            raise Interrupted(interrupted_line(point, results_root)) from None
 
 
 def _resolve_notebook(notebook) -> Path:
@@ -238,6 +386,8 @@ def run_point(point: GridPoint, results_root=None, executor: str = "papermill",
                     raise RuntimeError(f"the run finished without writing {out_dir / 'record.json'}")
                 summary.update(status=record["status"], action="ran", message=record.get("message", ""))
             except Exception as exc:
+                if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel: not a failure
+                    raise Interrupted(interrupted_line(point, results_root)) from None
                 message = failure_message(exc)
                 record = _mark_failed(point, out_dir, message)
                 summary.update(status=FAILED, action="failed", message=record.get("message") or message)
@@ -256,15 +406,23 @@ def run_grid(profile: Optional[str] = "smoke", results_root=None, executor: str 
     ``only``: exact run ids; ``match``: shell-style patterns (:func:`select`).  With
     ``verbose``, a line is printed when a point starts, one per epoch while it trains
     (``progress``, default: ``verbose``), and one when it ends.
+
+    Every point's values are checked first (:func:`adapt.experiments.grid.check_points`: ``ValueError``),
+    then the device and the data sets, once (:func:`preflight`: :class:`PreflightError`); either way
+    nothing is run or written.
     """
-    pts = select(list(points) if points is not None else grid(profile), only, match)
+    pts = check_points(select(list(points) if points is not None else grid(profile), only, match))
+    preflight(pts, results_root, force)
     progress = verbose if progress is None else progress
     rows = []
     width = len(str(len(pts)))
     for i, p in enumerate(pts, 1):
         label = f"[{i:>{width}}/{len(pts)}]"
-        row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
-                        label=label)
+        try:
+            row = run_point(p, results_root, executor=executor, notebook=notebook, force=force, progress=progress,
+                            label=label)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_line(p, results_root, done=len(rows), total=len(pts))) from None
         rows.append(row)
         if verbose:
             lines = (row["message"] or "").splitlines() if row["status"] != COMPLETED else []
@@ -343,6 +501,58 @@ def print_status(points: Sequence[GridPoint], results_root=None) -> None:
         print(f"{row.run_id:<{width}}  {row.state:<11}  {extra}".rstrip())
     counts = ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
     print(f"{len(frame)} point(s): {counts}")
+
+
+def custom_points(profile: str, results_root=None) -> list:
+    """The points of the runs in ``<results>/<profile>/`` that are not the profile's grid points (custom runs,
+    off-grid seeds), read from their records: what ``adapt grid PROFILE --status`` lists after the grid.
+
+    Only ``<run_id>/record.json`` whose folder is not a symlink and is named after the record's own
+    run id (as the tables read them); read only.
+    """
+    root = paths.results_root(results_root) / profile
+    if not root.is_dir():
+        return []
+    ids = {p.run_id for p in grid(profile)}
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.name in ids or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            point = record_point(load_record(entry / RECORD, traces=False))
+        except (RecordError, OSError):
+            continue
+        if point is not None and point.run_id == entry.name:
+            out.append(point)
+    return out
+
+
+def prune_checkpoints(points: Sequence[GridPoint], results_root=None) -> list:
+    """Delete the ``checkpoint.pt`` of every finished point (``completed`` or ``diverged``) that no process holds.
+
+    A finished run is never resumed, and its record (rebuilt, if need be, from its journal:
+    :func:`adapt.records.finished_record`) holds everything the tables and notebooks read, so the
+    checkpoint (the model's last weights and optimizer state, 40 MB for the CIFAR ResNet-20) is only
+    kept for whoever wants those weights.  Returns ``(path, bytes)`` of each file deleted; a point
+    whose folder cannot be written raises :class:`adapt.records.ReadOnlyError`.
+    """
+    removed = []
+    for p in points:
+        out_dir = p.out_dir(results_root)
+        ckpt = out_dir / CHECKPOINT
+        if not ckpt.is_file():
+            continue
+        try:
+            config = p.config().to_dict()
+        except ValueError:
+            continue
+        if run_state(out_dir, config).kind != "finished" or claims.holder(out_dir) is not None:
+            continue
+        check_writable(out_dir, f"delete {paths.display(ckpt)}")
+        size = ckpt.stat().st_size
+        ckpt.unlink()
+        removed.append((ckpt, size))
+    return removed
 
 
 def run_workers(devices: Sequence[str], argv: Sequence[str]) -> int:

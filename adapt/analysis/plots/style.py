@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 
 from adapt.analysis.tables import run_method as _run_method
 from adapt.paths import figures_root
+from adapt.records import ReadOnlyError, check_writable
 
 __all__ = [
     "PlotFigure", "STYLE", "METHOD_COLORS", "ARM_COLORS", "method_name", "method_color", "run_method",
@@ -187,6 +188,11 @@ def save_figure(fig, name: str, directory=None, formats: Sequence[str] = ("png",
     if not name or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"name must be a plain file stem, got {name!r}")
     directory = figures_root(directory)
+    try:  # a read-only figures folder: the figure is shown, its file is not written (one line says so)
+        check_writable(directory, f"save {name} there (set $ADAPT_FIGURES to a folder you can write)")
+    except ReadOnlyError as exc:
+        print(f"figure not saved: {exc}")
+        return []
     directory.mkdir(parents=True, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)

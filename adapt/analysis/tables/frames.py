@@ -184,8 +184,8 @@ def accuracy_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
     still running), ``acc_mean_pct, acc_std_pct`` (over completed runs, ``ddof=1``),
     ``acc_best_pct`` (the max over completed runs: the official script's "best model
     test accuracy" over folds), ``accuracy`` (a display string: ``"85.00 ± 5.00"``,
-    with ``" (1 failed)"``-style notes for runs that did not complete, or only the
-    statuses when none completed).  ``profile``: only that profile's grid records.
+    with ``" (1 failed)"``-style notes for runs that did not complete or completed without an
+    accuracy (NaN, left out of the mean), or only the statuses when none has one).  ``profile``: only that profile's grid records.
     """
     runs = runs_frame(records, profile=profile)
     out_cols = GROUP + ["runs", "completed", "diverged", "failed", "other", "acc_mean_pct", "acc_std_pct",
@@ -198,7 +198,10 @@ def accuracy_table(records: Iterable[dict], profile: Optional[str] = None) -> pd
         mean = float(done.mean()) if len(done) else np.nan
         std = float(done.std(ddof=1)) if len(done) > 1 else np.nan
         best = float(done.max()) if len(done) else np.nan
-        not_done = {"diverged": counts["diverged"], "failed": counts["failed"], "incomplete": other}
+        # A completed run whose accuracy is NaN (an edited record, an evaluation that gave NaN) is left
+        # out of the mean, and said so: a mean over fewer runs than "runs" must not look like all of them.
+        not_done = {"completed without an accuracy (NaN)": counts["completed"] - len(done),
+                    "diverged": counts["diverged"], "failed": counts["failed"], "incomplete": other}
         if len(done):
             text = f"{mean:.2f} ± {std:.2f}" if len(done) > 1 else f"{mean:.2f}"
             note = ", ".join(f"{n} {s}" for s, n in not_done.items() if n)

@@ -7,8 +7,9 @@
   complete, what was run.
 
 :func:`load_profile` is what the analysis notebooks call: it reads
-``<results_root>/<profile>/`` through :func:`adapt.records.load_records` (a bad
-``record.json`` is skipped with a ``RuntimeWarning`` naming it), splits the records
+``<results_root>/<profile>/<run_id>/record.json`` (:func:`find_records`: a bad
+``record.json`` is skipped with a ``RuntimeWarning`` naming it; copies and symlinks
+are named and not read), splits the records
 into the grid records and the others, and its :meth:`ProfileRecords.summary` says
 what was found, skipped and left out ("2 custom runs are not in these tables:",
 with :func:`other_runs_table` listing them).  :func:`failures_table` lists the runs
@@ -18,6 +19,7 @@ Which records a table reports: see :mod:`adapt.analysis.tables.frames`.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,10 @@ from adapt.analysis.tables.frames import (sort_rows, plural, status_counts, run_
 from adapt.experiments.configs import CONFIGS
 from adapt.experiments.grid import record_point, split_records
 from adapt.paths import display, results_root as _results_root
-from adapt.records import COMPLETED, load_records
+from adapt.records import COMPLETED, RecordError, load_record
 
 __all__ = [
-    "ProfileRecords", "load_profile", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
+    "ProfileRecords", "load_profile", "find_records", "other_run_reason", "other_runs_table", "other_runs_note", "failures_table",
     "protocol_table",
 ]
 
@@ -51,7 +53,8 @@ class ProfileRecords:
     ``records``: the grid records of the profile (what every table reports);
     ``others``: the other valid records there (custom runs, off-grid points, hand-made
     configs; :func:`other_runs_table`); ``skipped``: the warnings of the
-    ``record.json`` files that are not valid records (each names its path).
+    ``record.json`` files that are not valid records (each names its path); ``strays``: the
+    other ``record.json`` files found there and not read (copies, symlinks; :func:`find_records`).
     """
 
     profile: str
@@ -59,6 +62,7 @@ class ProfileRecords:
     records: list = field(default_factory=list)
     others: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    strays: list = field(default_factory=list)
 
     @property
     def completed(self) -> list:
@@ -77,6 +81,10 @@ class ProfileRecords:
         if self.skipped:
             lines.append(f"{plural(len(self.skipped), 'record file')} skipped (not a valid run record):")
             lines.extend(f"  {msg}" for msg in self.skipped)
+        if self.strays:
+            lines.append(f"{plural(len(self.strays), 'other record file')} not read (each run is read once, "
+                         f"from <run_id>/record.json):")
+            lines.extend(f"  {msg}" for msg in self.strays)
         if self.records and not self.completed:
             lines.append("no completed runs: the tables show each group's status instead of numbers.")
         unfinished: dict = {}
@@ -98,25 +106,77 @@ class ProfileRecords:
 def load_profile(profile: str, results_root=None) -> ProfileRecords:
     """Read ``<results_root>/<profile>/`` (root: :func:`adapt.paths.results_root`) into a :class:`ProfileRecords`.
 
-    Bad ``record.json`` files are skipped by :func:`adapt.records.load_records` with a
-    ``RuntimeWarning`` naming them (re-issued here, so it shows in a notebook's output)
-    and listed in ``skipped``.  A missing folder gives no records.
+    A run is read only from ``<profile>/<run_id>/record.json``, where the folder is a real folder (not
+    a symlink) and ``run_id`` is the run id of the record's own config: a backup copy of a run folder
+    (``<run_id>.bak/``), a copy of the results inside them (``old/<run_id>/``) or a symlink to another
+    run would otherwise count a run twice.  Those are listed in ``strays``, each with why it was not
+    read (:func:`find_records`), and :meth:`ProfileRecords.summary` names them.  Bad ``record.json``
+    files are skipped by :func:`adapt.records.load_record` with a ``RuntimeWarning`` naming them
+    (issued here, so it shows in a notebook's output) and listed in ``skipped``.  A missing folder
+    gives no records.
     """
 
     root = _results_root(results_root) / profile
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found = load_records(root, on_error="warn")
-    skipped = []
-    for w in caught:
-        if issubclass(w.category, RuntimeWarning) and str(w.message).startswith("skipping"):
-            skipped.append(str(w.message))
-            warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
+    found, skipped, strays = find_records(root)
+    for message in skipped:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     grid_records, others = split_records(found, profile)
-    return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped)
+    return ProfileRecords(profile=profile, root=root, records=grid_records, others=others, skipped=skipped,
+                          strays=strays)
+
+
+def find_records(root) -> tuple:
+    """``(records, skipped, strays)`` of a profile folder: the runs read, the bad record files, the rest.
+
+    ``records``: from every ``<root>/<folder>/record.json`` whose folder is not a symlink, whose
+    ``record.json`` is not one, and whose folder name is the run id of the record's config (a record
+    whose config is not in the registry has no run id to match and is read: the tables list it apart).
+    ``skipped``: one message per ``record.json`` there that is not a valid record (naming it).
+    ``strays``: one message per other ``record.json`` found below ``root`` (deeper, at ``root`` itself,
+    behind a symlink, or in a folder named after another run), naming it and why it is not read.
+    Read only; nothing is moved.
+    """
+    root = Path(root)
+    records, skipped, strays = [], [], []
+    if not root.is_dir():
+        return records, skipped, strays
+    top = root / "record.json"
+    if top.exists():
+        strays.append(f"{_display_path(top)}: not in a run folder <run_id>/record.json, not read")
+    for entry in sorted(root.iterdir()):
+        if entry.is_symlink():
+            if entry.is_dir() and (entry / "record.json").exists():
+                strays.append(f"{_display_path(entry)}: a symlink (to {os.readlink(entry)}), not a run folder; "
+                              f"its record.json is not read (the run it points to is read where it lies)")
+            continue
+        if not entry.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(entry):  # does not follow symlinked folders
+            here = Path(dirpath)
+            for d in dirnames:
+                if (here / d).is_symlink() and (here / d / "record.json").exists():
+                    strays.append(f"{_display_path(here / d)}: a symlink inside {entry.name}/, not read")
+            if "record.json" in filenames and here != entry:
+                strays.append(f"{_display_path(here / 'record.json')}: a copy inside {entry.name}/ (not "
+                              f"<run_id>/record.json), not read")
+        path = entry / "record.json"
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.is_symlink():
+            strays.append(f"{_display_path(path)}: a symlink (to {os.readlink(path)}), not read")
+            continue
+        try:
+            record = load_record(path)
+        except (RecordError, OSError) as exc:
+            skipped.append(f"skipping {exc} (rerun its grid point to recompute it)")
+            continue
+        point = record_point(record)
+        if point is not None and point.run_id != entry.name:
+            strays.append(f"{_display_path(path)}: holds run {point.run_id}, not {entry.name} (a backup copy?), "
+                          f"not read")
+            continue
+        records.append(record)
+    return records, skipped, strays
 
 
 def _other_kind(record: dict, profile: Optional[str]) -> tuple:

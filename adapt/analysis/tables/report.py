@@ -14,18 +14,19 @@ states a number its tables do not show.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from adapt.analysis.tables.frames import (BASELINES, METHOD_ORDER, STATUSES, accuracy_table, figures_frame, plural,
-                                          run_id, run_method, runs_frame, select_records, speedup_table, status_counts)
+                                          run_method, runs_frame, select_records, speedup_table, status_counts)
 from adapt.analysis.tables.headline import PAPER_CLAIMS, headline_table
-from adapt.analysis.tables.profile import failures_table, other_run_reason, other_runs_note
+from adapt.analysis.tables.profile import failures_table
 from adapt.experiments.grid import split_records
 from adapt.heuristic import VARIANT_OPTIONS
-from adapt.records import COMPLETED
+from adapt.records import COMPLETED, ReadOnlyError, atomic_write_text, check_writable
 
 __all__ = [
     "arm_label", "headline_note", "iso_note", "epochs_note", "reading_note", "TEST_SET_SIZES", "format_value", "to_markdown", "readme_numbers",
@@ -269,6 +270,30 @@ def to_markdown(frame: pd.DataFrame, floatfmt=".2f", index: bool = False,
 
 
 # ----------------------------------------------------------------------------- README
+def save_tables(frames: dict, folder) -> list:
+    """Write each frame as ``<name>.csv`` and ``<name>.md`` (:func:`to_markdown`) into ``folder``, atomically.
+
+    Returns the paths written.  A folder this process cannot write (someone else's results,
+    a read-only copy) is not an error: the tables have been computed and shown, only their copy
+    on disk is missing, so one line says which folder is read-only and nothing is written
+    (an analysis notebook then runs to its end).
+    """
+    folder = Path(folder)
+    try:
+        check_writable(folder, "save the tables there (they are shown above; point results_root at a folder "
+                               "you can write to keep a copy)")
+    except ReadOnlyError as exc:
+        print(f"tables not saved: {exc}")
+        return []
+    written = []
+    for name, frame in frames.items():
+        for path, text in ((folder / f"{name}.csv", frame.to_csv(index=False)),
+                           (folder / f"{name}.md", to_markdown(frame) + "\n")):
+            atomic_write_text(path, text)
+            written.append(path)
+    return written
+
+
 def readme_numbers(records: Sequence[dict], variants: Sequence[str] = ("reference", "corrected"),
                    profile: Optional[str] = None) -> dict:
     """The numbers the README quotes, flat ``{key: float}`` (a test checks the README against them).
@@ -320,17 +345,17 @@ README_END = "<!-- results:end -->"
 def readme_block(records: Sequence[dict], profile: str = "smoke") -> str:
     """The README's results section body: accuracy and headline tables computed from ``records``.
 
-    Only the grid records of ``profile`` enter the tables; the others (custom runs, ...)
-    are named below the first line.  Without a completed run the block says so and
-    lists the failures with their messages.  ``tools/update_readme.py`` writes it
+    Only the grid records of ``profile`` enter the block, and the others (custom runs, off-grid
+    seeds) are not named in it: the block describes the committed grid, and a user's own runs
+    in ``results/<profile>/`` must change neither the README (``make figures`` would publish
+    them) nor what tests/test_readme.py checks.  The analysis notebooks name them
+    (:meth:`adapt.analysis.tables.ProfileRecords.summary`).  Without a completed run the block
+    says so and lists the failures with their messages.  ``tools/update_readme.py`` writes it
     between :data:`README_BEGIN` and :data:`README_END`; tests/test_readme.py recomputes
     it from the committed records and checks that the README says exactly this.
     """
-    records, others = split_records(list(records), profile)
+    records = split_records(list(records), profile)[0]
     lines = [f"{len(records)} runs of the `{profile}` profile ({status_counts(records) or 'none'})."]
-    if others:
-        lines += ["", other_runs_note(others, profile), ""]
-        lines += [f"* `{run_id(r)}` ({r.get('status')}): {other_run_reason(r, profile)}" for r in others]
     completed = [r for r in records if r.get("status") == COMPLETED]
     if not completed:
         lines += ["", "**No completed runs.**" if records else "**No runs.**"]
