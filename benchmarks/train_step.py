@@ -55,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapt import quant, train  # noqa: E402
 from adapt.experiments.configs import get_config  # noqa: E402
-from adapt.layers import QuantizedModel  # noqa: E402
 
 MODES = ("float32", "fixed", "adapt", "muppet")
 OPTIONAL_MODES = ("fixed-ops", "qtorch")

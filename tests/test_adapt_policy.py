@@ -1,5 +1,4 @@
 """The AdaPT policy (adapt.heuristic.AdaptPolicy): unit tests on hand-built models, then end to end on digits."""
-import copy
 import io
 import math
 from types import SimpleNamespace

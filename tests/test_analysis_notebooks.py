@@ -13,7 +13,6 @@ scratch folder, so the test also checks that nothing depends on the cwd and that
 ``figures/`` is left alone.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import adapt.experiments.configs as C
 from adapt.experiments.configs import CONFIGS, get_config
 from adapt.config import ExperimentConfig, allowed_values
 

@@ -5,7 +5,6 @@ Each test reproduces what a user (or a hostile tester) did and checks what is le
 said.  Training is faked where the failure comes before training; real tiny runs (digits, 200 images,
 batch 64) where the files a run leaves matter.
 """
-import json
 
 import pytest
 

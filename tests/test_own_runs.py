@@ -3,13 +3,10 @@ progress lines, claims between processes, corrupt checkpoints and records.
 
 Real tiny runs: digits, 200 training images, batch 64, 1-2 epochs (seconds each on 2 cores).
 """
-import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """The training loop (adapt.train), configs (adapt.experiments.configs) and run records (adapt.records)."""
 import json
-import math
 import os
 
 import pytest
