@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _decomposition(args) -> int:
     """``adapt decomposition``: exit 0 when every selected point finished, 1 when one failed, 2 on bad input."""
     try:
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        seeds = _seeds(args.seeds)
         results = _cli_path(args.results)
         # held-final needs the grid's reference AdaPT run of its seed: listing skips a seed without one
         points = decomposition.decomposition_points(seeds, args.arms, grid_root=results,
@@ -392,9 +392,17 @@ def _decomposition(args) -> int:
     return 1 if len(bad) else 0
 
 
+def _seeds(text: str) -> tuple:
+    """``--seeds 0,1,2`` as a tuple of ints (``ValueError`` naming the value otherwise)."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
 def _reproduce(args) -> int:
     try:
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+        seeds = _seeds(args.seeds)
         rows = reproduce.reproduce(args.profile, seeds, _cli_path(args.results), _cli_path(args.against),
                                    executor=args.executor, force=args.force)
     except (ValueError, PreflightError) as exc:

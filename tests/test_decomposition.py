@@ -25,6 +25,7 @@ def test_bad_input_is_rejected_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "arm held-final needs the finished reference AdaPT run of seed 0" in err and "adapt grid mnist5k" in err
     assert main(["decomposition", "--seeds", "0,x", "--results", str(tmp_path)]) == 2
+    assert "--seeds must be comma-separated integers such as 0,1,2, got '0,x'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
